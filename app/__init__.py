@@ -1,0 +1,1 @@
+"""The delivery layer: HTTP API, CLI and the embedded database default."""

@@ -1,0 +1,157 @@
+"""The `marketplace` command: serve, migrate, create-admin, openapi."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from app.settings import Settings
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at a live database: DATABASE_URL, or the embedded server."""
+    if settings.database_url:
+        yield settings
+        return
+    from app.embedded import embedded_postgres
+
+    with embedded_postgres(settings.data_dir) as url:
+        yield settings.model_copy(update={"database_url": url})
+
+
+async def _migrate(url: str) -> None:
+    from services.db import create_engine
+    from services.schema import upgrade
+
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@click.group()
+def main() -> None:
+    """Marketplace linking poor rural households to buyers."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to bind (default 8000).")
+@click.option("--demo", is_flag=True, help="Load the demo dataset before serving.")
+def serve(host: str | None, port: int | None, demo: bool) -> None:
+    """Start the API; with no DATABASE_URL, on the embedded PostgreSQL."""
+    import uvicorn
+
+    from app.logging import configure_logging
+    from app.main import create_app
+
+    base = Settings()
+    configure_logging(base.log_level)
+    # uvicorn re-raises SIGTERM once it has shut down; turning it into SystemExit
+    # lets the embedded database stop cleanly instead of the process dying at once.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    with database(base) as settings, contextlib.suppress(KeyboardInterrupt):
+        assert settings.database_url
+        asyncio.run(_migrate(settings.database_url))
+        if demo:
+            _load_demo(settings)
+        app = create_app(settings)
+        uvicorn.run(
+            app,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_config=None,
+            proxy_headers=True,
+        )
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply every pending migration."""
+    with database(Settings()) as settings:
+        assert settings.database_url
+        asyncio.run(_migrate(settings.database_url))
+    click.echo("database is at head")
+
+
+@main.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+def create_admin(email: str, password: str) -> None:
+    """Create a platform admin account (the first one, typically)."""
+    from services.db import create_engine, session_factory, transaction
+    from services.errors import DomainError
+    from services.schema import upgrade
+    from services.users.models import Role
+    from services.users.service import NewStaff, create_staff
+
+    async def run(url: str) -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+            async with transaction(session_factory(engine)) as session:
+                await create_staff(
+                    session, NewStaff(email=email, password=password, role=Role.admin)
+                )
+        finally:
+            await engine.dispose()
+
+    if len(password) < 8:
+        raise click.BadParameter("at least 8 characters", param_hint="--password")
+    with database(Settings()) as settings:
+        assert settings.database_url
+        try:
+            asyncio.run(run(settings.database_url))
+        except DomainError as exc:
+            raise click.ClickException(exc.detail) from exc
+    click.echo(f"admin {email} created")
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="File to write (default: stdout).",
+)
+def openapi(output: Path | None) -> None:
+    """Print the OpenAPI document the app serves (no database needed)."""
+    text = openapi_json()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+
+
+def openapi_json() -> str:
+    from app.main import create_app
+
+    # The engine is created lazily and never connects while the schema is built.
+    placeholder = Settings(
+        database_url="postgresql://unused@localhost/unused",
+        jwt_secret="unused",  # noqa: S106
+    )
+    app = create_app(placeholder)
+    return json.dumps(app.openapi(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _load_demo(settings: Settings) -> None:
+    raise click.ClickException("the demo dataset arrives with the catalogue")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Request-scoped dependencies: the unit of work, the caller, and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.settings import Settings
+from services.errors import DomainError, Unauthenticated
+from services.users import access
+from services.users.models import Role, User
+from services.users.service import get_active_user
+from services.users.tokens import read_token
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the route returns, else rolled back."""
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+        except DomainError as exc:
+            if exc.keep_changes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+# scope="function": the commit happens before the answer is sent, so a client
+# never hears of a change that did not reach the database.
+SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/token.")
+
+
+async def current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated(
+            "Send an access token as `Authorization: Bearer <token>`.", reason="unauthenticated"
+        )
+    claims = read_token(credentials.credentials, secret=settings.signing_secret)
+    user = await get_active_user(session, claims.user_id)
+    if user is None:
+        raise Unauthenticated(
+            "The account of this token no longer exists or is disabled.", reason="token-invalid"
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
+    """Dependency that admits only the given roles; the route then checks the scope."""
+
+    async def check(user: CurrentUser) -> User:
+        access.ensure_role(user, *roles)
+        return user
+
+    return check
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

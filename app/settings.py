@@ -1,0 +1,101 @@
+"""Every setting of the service, read from the environment.
+
+The defaults make the single-machine run work with no configuration at all:
+an embedded PostgreSQL in the data folder, a generated signing secret kept
+beside it. Each field is documented in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("marketplace", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MARKETPLACE_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "MARKETPLACE_DATABASE_URL"),
+        description=(
+            "PostgreSQL URL (postgresql://user:pass@host/db). When unset, the embedded "
+            "PostgreSQL in the data folder is used."
+        ),
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Folder for the embedded database and the generated signing secret.",
+    )
+    jwt_secret: str | None = Field(
+        default=None,
+        description=(
+            "Secret that signs access tokens (HS256). When unset, one is generated once "
+            "and kept in <data_dir>/jwt_secret."
+        ),
+    )
+    token_ttl_seconds: PositiveInt = Field(
+        default=3600, description="Lifetime of an access token, in seconds."
+    )
+    max_body_bytes: PositiveInt = Field(
+        default=1_048_576, description="Largest request body accepted; larger bodies get 413."
+    )
+    login_max_failures: PositiveInt = Field(
+        default=10,
+        description="Failed logins for one account within the window before 429.",
+    )
+    login_window_seconds: PositiveInt = Field(
+        default=900, description="Window over which failed logins are counted, in seconds."
+    )
+    db_pool_size: PositiveInt = Field(
+        default=10, description="Database connections kept per API process."
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, description="Extra connections allowed above the pool size."
+    )
+    log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+    host: str = Field(default="127.0.0.1", description="Address `marketplace serve` binds.")
+    port: PositiveInt = Field(default=8000, description="Port `marketplace serve` binds.")
+
+    @cached_property
+    def signing_secret(self) -> str:
+        """The configured secret, or the one generated for this data folder."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        return _load_or_create_secret(self.data_dir / "jwt_secret")
+
+
+def _load_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return _read_secret(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    try:
+        # link() is atomic and refuses an existing target: when several workers
+        # start at once, exactly one secret wins and all of them read it.
+        os.link(tmp, path)
+    except FileExistsError:
+        value = _read_secret(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"{path} is empty; delete it or set MARKETPLACE_JWT_SECRET")
+    return value

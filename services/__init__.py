@@ -1,0 +1,1 @@
+"""The domain of the marketplace: models and operations per area, no web framework."""

