@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,6 +70,20 @@ async def current_user(
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
+async def optional_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User | None:
+    """The caller when a token is sent (a bad token is still a 401), else None."""
+    if credentials is None:
+        return None
+    return await current_user(session, settings, credentials)
+
+
+MaybeUser = Annotated[User | None, Depends(optional_user)]
+
+
 def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
     """Dependency that admits only the given roles; the route then checks the scope."""
 
@@ -82,3 +96,13 @@ def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def today() -> date:
+    return now().date()
+
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
+Cursor = Annotated[
+    str | None, Query(max_length=512, description="`next_cursor` of the previous page.")
+]

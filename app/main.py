@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from app import errors
-from app.api import auth, health, users
+from app import errors, openapi
+from app.api import auth, cooperatives, health, households, products, regions, users
 from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
@@ -54,7 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(app.state.engine)
 
     errors.install(app)
-    for router in (health.router, auth.router, users.router):
+    openapi.install(app)
+    for router in (
+        health.router,
+        auth.router,
+        users.router,
+        regions.router,
+        cooperatives.router,
+        households.router,
+        products.router,
+    ):
         app.include_router(router)
 
     # With several worker processes, prometheus_client aggregates through files in

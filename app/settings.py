@@ -43,6 +43,13 @@ class Settings(BaseSettings):
             "and kept in <data_dir>/jwt_secret."
         ),
     )
+    pii_key: str | None = Field(
+        default=None,
+        description=(
+            "Key of the keyed hash (HMAC-SHA256) kept instead of ID numbers. When unset, one "
+            "is generated once and kept in <data_dir>/pii_key. Changing it breaks dedup."
+        ),
+    )
     token_ttl_seconds: PositiveInt = Field(
         default=3600, description="Lifetime of an access token, in seconds."
     )
@@ -72,6 +79,13 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret
         return _load_or_create_secret(self.data_dir / "jwt_secret")
+
+    @cached_property
+    def pii_hash_key(self) -> bytes:
+        """The configured key for ID-number hashes, or the one generated for this data folder."""
+        if self.pii_key:
+            return self.pii_key.encode()
+        return _load_or_create_secret(self.data_dir / "pii_key").encode()
 
 
 def _load_or_create_secret(path: Path) -> str:

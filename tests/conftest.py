@@ -28,6 +28,7 @@ from services.db import async_url, create_engine
 from services.schema import upgrade
 from services.users.models import Role, User
 from services.users.tokens import issue_token
+from tests.factories import PII_KEY, Builder, build_regions
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 PASSWORD = "correct horse battery"
@@ -127,6 +128,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         database_url=database_url,
         jwt_secret=JWT_SECRET,
+        pii_key=PII_KEY.decode(),
         data_dir=tmp_path,
         log_level="WARNING",
     )
@@ -147,18 +149,32 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
 
 
 class Users:
-    """Makes accounts directly in the database and tokens for them."""
+    """Makes accounts directly in the database and tokens for them.
+
+    Staff get a real scope in the fictional county of tests.factories unless one
+    is given: officers its county, managers a new cooperative, operators a new site.
+    """
 
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.session = session
         self.settings = settings
+        self._builder: Builder | None = None
+
+    async def builder(self) -> Builder:
+        if self._builder is None:
+            admin = await self.make(Role.admin)
+            county = await build_regions(self.session)
+            self._builder = Builder(self.session, admin, county)
+        return self._builder
 
     async def make(self, role: Role = Role.buyer, **fields: object) -> User:
-        defaults: dict[str, object] = {
-            Role.officer: {"county_code": "445300000000"},
-            Role.manager: {"cooperative_id": uuid.uuid4()},
-            Role.site_operator: {"site_id": uuid.uuid4()},
-        }.get(role, {})  # type: ignore[assignment]
+        defaults: dict[str, object] = {}
+        if role is Role.officer and "county_code" not in fields:
+            defaults["county_code"] = (await self.builder()).county.county
+        if role is Role.manager and "cooperative_id" not in fields:
+            defaults["cooperative_id"] = (await (await self.builder()).cooperative()).id
+        if role is Role.site_operator and "site_id" not in fields:
+            defaults["site_id"] = (await (await self.builder()).site()).id
         user = User(
             email=f"{role.value}-{uuid.uuid4().hex[:8]}@example.test",
             password_hash=_PASSWORD_HASH,
@@ -187,3 +203,9 @@ class Users:
 @pytest.fixture
 def users(session: AsyncSession, settings: Settings) -> Users:
     return Users(session, settings)
+
+
+@pytest.fixture
+async def world(users: Users) -> Builder:
+    """The fictional county with an admin, ready to build cooperatives and households."""
+    return await users.builder()

@@ -20,14 +20,32 @@ def staff(role: str, **extra):
     }
 
 
-async def test_admin_creates_an_officer_for_a_county(client, users):
-    admin = await users.make(Role.admin)
+async def test_admin_creates_an_officer_for_a_county(client, users, world):
     response = await client.post(
-        "/v1/users", json=staff("officer", county_code="445302"), headers=users.auth(admin)
+        "/v1/users", json=staff("officer", county_code="990102"), headers=users.auth(world.admin)
     )
     assert response.status_code == 201, response.text
-    assert response.json()["county_code"] == "445302000000"
+    assert response.json()["county_code"] == "990102000000"
     assert response.json()["role"] == "officer"
+
+
+async def test_officer_of_an_unknown_or_non_county_region_is_422(client, users, world):
+    for code in ("445302", world.county.village):
+        response = await client.post(
+            "/v1/users", json=staff("officer", county_code=code), headers=users.auth(world.admin)
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "county_code"
+
+
+@pytest.mark.parametrize("role", ["manager", "site_operator"])
+async def test_staff_scope_must_exist(client, users, role):
+    admin = await users.make(Role.admin)
+    field = "cooperative_id" if role == "manager" else "site_id"
+    body = staff(role, **{field: str(uuid.uuid4())})
+    response = await client.post("/v1/users", json=body, headers=users.auth(admin))
+    assert response.status_code == 422
+    assert response.json()["field"] == field
 
 
 @pytest.mark.parametrize(
@@ -43,7 +61,7 @@ async def test_staff_role_without_its_scope_is_422(client, users, role, field):
 
 async def test_scope_field_of_another_role_is_422(client, users):
     admin = await users.make(Role.admin)
-    body = staff("manager", cooperative_id=str(uuid.uuid4()), county_code="445302")
+    body = staff("manager", cooperative_id=str(uuid.uuid4()), county_code="990102")
     response = await client.post("/v1/users", json=body, headers=users.auth(admin))
     assert response.status_code == 422
     assert response.json()["field"] == "county_code"
@@ -69,15 +87,15 @@ async def test_anonymous_cannot_create_staff(client):
     assert response.status_code == 401
 
 
-async def test_officer_acts_only_in_own_county(users):
-    officer = await users.make(Role.officer, county_code="445302000000")
-    access.ensure_county(officer, "445302104213")  # a village of that county
+async def test_officer_acts_only_in_own_county(users, world):
+    officer = await users.make(Role.officer)
+    access.ensure_county(officer, world.county.village)  # a village of that county
     with pytest.raises(Forbidden):
-        access.ensure_county(officer, "445381100200")
+        access.ensure_county(officer, world.county.other_village)
 
 
-async def test_manager_acts_only_on_own_cooperative(users):
-    coop = uuid.uuid4()
+async def test_manager_acts_only_on_own_cooperative(users, world):
+    coop = (await world.cooperative()).id
     manager = await users.make(Role.manager, cooperative_id=coop)
     access.ensure_cooperative(manager, coop)
     with pytest.raises(Forbidden):
@@ -87,8 +105,8 @@ async def test_manager_acts_only_on_own_cooperative(users):
         access.ensure_cooperative(officer, coop)
 
 
-async def test_site_operator_acts_only_at_own_site(users):
-    site = uuid.uuid4()
+async def test_site_operator_acts_only_at_own_site(users, world):
+    site = (await world.site()).id
     operator = await users.make(Role.site_operator, site_id=site)
     access.ensure_site(operator, site)
     with pytest.raises(Forbidden):

@@ -51,7 +51,7 @@ def upgrade() -> None:
         ),
         sa.Column("display_name", sa.String(length=100), nullable=True),
         sa.Column("phone", sa.String(length=32), nullable=True),
-        sa.Column("county_code", sa.String(length=12), nullable=True),
+        sa.Column("county_code", sa.CHAR(length=12), nullable=True),
         sa.Column("cooperative_id", sa.Uuid(), nullable=True),
         sa.Column("site_id", sa.Uuid(), nullable=True),
         sa.Column("is_active", sa.Boolean(), server_default="true", nullable=False),

@@ -6,7 +6,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, Index, String, func
+from sqlalchemy import CHAR, BigInteger, CheckConstraint, Enum, ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.db import Base, Timestamps, UUIDPrimaryKey
@@ -45,9 +45,9 @@ class User(UUIDPrimaryKey, Timestamps, Base):
     )
     display_name: Mapped[str | None] = mapped_column(String(100))
     phone: Mapped[str | None] = mapped_column(String(32))
-    county_code: Mapped[str | None] = mapped_column(String(12))
-    cooperative_id: Mapped[uuid.UUID | None]
-    site_id: Mapped[uuid.UUID | None]
+    county_code: Mapped[str | None] = mapped_column(CHAR(12), ForeignKey("regions.code"))
+    cooperative_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("cooperatives.id"))
+    site_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("service_sites.id"))
     is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.errors import Conflict, Invalid, TooManyAttempts, Unauthenticated
+from services.errors import Conflict, Invalid, NotFound, TooManyAttempts, Unauthenticated
 from services.users.models import STAFF_ROLES, LoginFailure, Role, User
 from services.users.passwords import hash_password, verify_password
 
@@ -60,6 +60,7 @@ async def create_staff(session: AsyncSession, staff: NewStaff) -> User:
     if staff.role not in STAFF_ROLES:
         raise Invalid("Staff users are admins, officers, managers or site operators.", field="role")
     _check_scope_fields(staff)
+    await _check_scope_exists(session, staff)
     return await _insert_user(
         session,
         staff.email,
@@ -86,6 +87,24 @@ def _check_scope_fields(staff: NewStaff) -> None:
     for role, (name, value) in required.items():
         if role is not staff.role and value is not None:
             raise Invalid(f"{name} applies only to the {role.value} role.", field=name)
+
+
+async def _check_scope_exists(session: AsyncSession, staff: NewStaff) -> None:
+    # Imported here: those areas build on accounts, not the other way round.
+    from services.cooperatives.service import get_cooperative
+    from services.regions.codes import Level
+    from services.regions.service import get_site, require_region
+
+    try:
+        if staff.role is Role.officer and staff.county_code:
+            await require_region(session, staff.county_code, Level.county, field="county_code")
+        if staff.role is Role.manager and staff.cooperative_id:
+            await get_cooperative(session, staff.cooperative_id)
+        if staff.role is Role.site_operator and staff.site_id:
+            await get_site(session, staff.site_id)
+    except NotFound as exc:
+        field = "cooperative_id" if staff.role is Role.manager else "site_id"
+        raise Invalid(exc.detail, field=field) from exc
 
 
 async def _insert_user(

@@ -1,0 +1,1 @@
+"""Append-only audit log of access to personal data and sensitive actions."""

@@ -1,0 +1,1 @@
+"""Products, their certificates and supply shares, and the public catalogue."""

@@ -1,0 +1,386 @@
+"""Products: listing and editing by managers, certification, supply shares, the catalogue."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.catalog.models import Product, ProductStatus, ShareEntry, ShareSet
+from services.cooperatives.models import Cooperative, CooperativeStatus
+from services.cooperatives.service import current_member_ids, get_cooperative
+from services.errors import Invalid, NotFound
+from services.pagination import Page, decode_cursor, page_of
+from services.regions.codes import Level, code_range, county_of
+from services.regions.service import require_region
+from services.users import access
+from services.users.models import Role, User
+
+MAX_BASIS_POINTS = 10_000
+
+
+def ensure_manages(actor: User, cooperative_id: uuid.UUID) -> None:
+    access.ensure_role(actor, Role.admin, Role.manager)
+    access.ensure_cooperative(actor, cooperative_id)
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    title: str
+    category: str
+    unit: str
+    price_fen: int
+    description: str = ""
+    stock: int = 0
+    image_urls: list[str] = field(default_factory=list)
+    origin_village_code: str | None = None
+    status: ProductStatus = ProductStatus.draft
+
+
+async def create_product(
+    session: AsyncSession, actor: User, cooperative_id: uuid.UUID, data: NewProduct
+) -> Product:
+    cooperative = await get_cooperative(session, cooperative_id)
+    ensure_manages(actor, cooperative.id)
+    origin = data.origin_village_code or cooperative.village_code
+    await require_region(session, origin, Level.village, field="origin_village_code")
+    product = Product(
+        id=uuid.uuid4(),
+        cooperative_id=cooperative.id,
+        county_code=cooperative.county_code,
+        title=data.title,
+        description=data.description,
+        category=data.category,
+        unit=data.unit,
+        price_fen=data.price_fen,
+        stock=data.stock,
+        image_urls=list(data.image_urls),
+        origin_village_code=origin,
+        status=data.status,
+    )
+    session.add(product)
+    await session.flush()
+    await session.refresh(product)
+    return product
+
+
+async def _product(session: AsyncSession, product_id: uuid.UUID, *, lock: bool = False) -> Product:
+    stmt = select(Product).where(Product.id == product_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    product = (await session.scalars(stmt)).one_or_none()
+    if product is None:
+        raise NotFound("No such product.")
+    return product
+
+
+EDITABLE = frozenset(
+    {
+        "title",
+        "description",
+        "category",
+        "unit",
+        "price_fen",
+        "stock",
+        "image_urls",
+        "origin_village_code",
+        "status",
+    }
+)
+
+
+async def update_product(
+    session: AsyncSession, actor: User, product_id: uuid.UUID, changes: dict[str, Any]
+) -> Product:
+    product = await _product(session, product_id, lock=True)
+    ensure_manages(actor, product.cooperative_id)
+    unknown = set(changes) - EDITABLE
+    if unknown:
+        raise Invalid("This field cannot be edited here.", field=sorted(unknown)[0])
+    if changes.get("origin_village_code"):
+        await require_region(
+            session, changes["origin_village_code"], Level.village, field="origin_village_code"
+        )
+    for name, value in changes.items():
+        if value is None and name not in ("description",):
+            raise Invalid("This field cannot be cleared.", field=name)
+        setattr(product, name, value if value is not None else "")
+    product.updated_at = datetime.now(UTC)
+    await session.flush()
+    await session.refresh(product)
+    return product
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    number: str
+    issuer: str
+    valid_until: date
+
+
+async def certify(
+    session: AsyncSession, actor: User, product_id: uuid.UUID, cert: Certificate | None
+) -> Product:
+    """Record (or, with None, revoke) a poverty-alleviation product certificate."""
+    product = await _product(session, product_id, lock=True)
+    access.ensure_role(actor, Role.admin, Role.officer)
+    access.ensure_county(actor, product.county_code)
+    now = datetime.now(UTC)
+    product.certificate_number = cert.number if cert else None
+    product.certificate_issuer = cert.issuer if cert else None
+    product.certificate_valid_until = cert.valid_until if cert else None
+    product.certified_by = actor.id if cert else None
+    product.certified_at = now if cert else None
+    product.updated_at = now
+    await session.flush()
+    await session.refresh(product)
+    return product
+
+
+def certificate_in_force(product: Product, today: date) -> bool:
+    return bool(
+        product.certificate_number
+        and product.certificate_valid_until is not None
+        and product.certificate_valid_until >= today
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    household_id: uuid.UUID
+    basis_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShareSnapshot:
+    set_id: uuid.UUID | None
+    effective_from: datetime | None
+    shares: list[Share]
+
+
+async def set_shares(
+    session: AsyncSession,
+    actor: User,
+    product_id: uuid.UUID,
+    shares: list[Share],
+    *,
+    now: datetime,
+) -> ShareSnapshot:
+    """Replace a product's supply shares from now on; earlier sets stay for past sales."""
+    product = await _product(session, product_id, lock=True)
+    ensure_manages(actor, product.cooperative_id)
+    seen: set[uuid.UUID] = set()
+    for index, share in enumerate(shares):
+        if share.household_id in seen:
+            raise Invalid("A household appears twice.", field=f"{index}.household_id")
+        seen.add(share.household_id)
+        if not 1 <= share.basis_points <= MAX_BASIS_POINTS:
+            raise Invalid(
+                "A share is between 1 and 10000 basis points.", field=f"{index}.basis_points"
+            )
+    total = sum(share.basis_points for share in shares)
+    if total > MAX_BASIS_POINTS:
+        raise Invalid(
+            f"Shares add up to {total} basis points; at most 10000.",
+            field="basis_points",
+            total=total,
+        )
+    members = await current_member_ids(session, product.cooperative_id, list(seen))
+    for index, share in enumerate(shares):
+        if share.household_id not in members:
+            raise Invalid(
+                "This household is not a member of the product's cooperative.",
+                field=f"{index}.household_id",
+            )
+    share_set = ShareSet(
+        id=uuid.uuid4(),
+        product_id=product.id,
+        county_code=product.county_code,
+        effective_from=now,
+        created_by=actor.id,
+    )
+    session.add(share_set)
+    await session.flush()
+    session.add_all(
+        ShareEntry(set_id=share_set.id, household_id=s.household_id, basis_points=s.basis_points)
+        for s in shares
+    )
+    await session.flush()
+    return ShareSnapshot(share_set.id, now, list(shares))
+
+
+async def shares_at(session: AsyncSession, product_id: uuid.UUID, at: datetime) -> ShareSnapshot:
+    """The shares in force at a moment: the latest set that took effect by then."""
+    share_set = (
+        await session.scalars(
+            select(ShareSet)
+            .where(ShareSet.product_id == product_id, ShareSet.effective_from <= at)
+            .order_by(ShareSet.effective_from.desc(), ShareSet.id.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    if share_set is None:
+        return ShareSnapshot(None, None, [])
+    entries = (
+        await session.scalars(
+            select(ShareEntry)
+            .where(ShareEntry.set_id == share_set.id)
+            .order_by(ShareEntry.household_id)
+        )
+    ).all()
+    return ShareSnapshot(
+        share_set.id,
+        share_set.effective_from,
+        [Share(e.household_id, e.basis_points) for e in entries],
+    )
+
+
+async def get_shares(
+    session: AsyncSession, actor: User, product_id: uuid.UUID, *, now: datetime
+) -> ShareSnapshot:
+    product = await _product(session, product_id)
+    if actor.role is Role.officer:
+        access.ensure_county(actor, product.county_code)
+    else:
+        ensure_manages(actor, product.cooperative_id)
+    return await shares_at(session, product.id, now)
+
+
+# --- the public catalogue -------------------------------------------------
+
+
+class Sort(enum.StrEnum):
+    newest = "newest"
+    price_asc = "price_asc"
+    price_desc = "price_desc"
+    best_selling = "best_selling"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueQuery:
+    q: str | None = None
+    category: str | None = None
+    region: str | None = None
+    certified: bool | None = None
+    min_price: int | None = None
+    max_price: int | None = None
+    in_stock: bool | None = None
+    sort: Sort = Sort.newest
+    limit: int = 20
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    product: Product
+    cooperative_name: str
+    cooperative_kind: str
+
+
+def _listed() -> Select[*tuple[Any, ...]]:
+    return (
+        select(Product, Cooperative.name, Cooperative.kind)
+        .join(Cooperative, Cooperative.id == Product.cooperative_id)
+        .where(
+            Product.status == ProductStatus.active, Cooperative.status == CooperativeStatus.active
+        )
+    )
+
+
+def search_terms(q: str) -> list[str]:
+    return [term for term in q.split() if term][:8]
+
+
+async def catalogue(session: AsyncSession, query: CatalogueQuery, *, today: date) -> Page[Listing]:
+    stmt = _listed()
+    if query.q:
+        haystack = func.lower(Product.title + " " + Product.description)
+        for term in search_terms(query.q):
+            # The GIN index narrows by grams; strpos confirms the exact substring.
+            stmt = stmt.where(
+                Product.search_terms.contains(func.search_query_grams(term)),
+                func.strpos(haystack, func.lower(term)) > 0,
+            )
+    if query.category:
+        stmt = stmt.where(Product.category == query.category)
+    if query.region:
+        low, high = code_range(query.region)
+        stmt = stmt.where(Product.origin_village_code.between(low, high))
+    if query.certified is not None:
+        in_force = and_(
+            Product.certificate_number.is_not(None), Product.certificate_valid_until >= today
+        )
+        stmt = stmt.where(
+            in_force
+            if query.certified
+            else or_(
+                Product.certificate_number.is_(None),
+                Product.certificate_valid_until.is_(None),
+                Product.certificate_valid_until < today,
+            )
+        )
+    if query.min_price is not None:
+        stmt = stmt.where(Product.price_fen >= query.min_price)
+    if query.max_price is not None:
+        stmt = stmt.where(Product.price_fen <= query.max_price)
+    if query.in_stock is not None:
+        stmt = stmt.where(Product.stock > 0 if query.in_stock else Product.stock == 0)
+
+    key, descending = {
+        Sort.newest: (Product.created_at, True),
+        Sort.price_asc: (Product.price_fen, False),
+        Sort.price_desc: (Product.price_fen, True),
+        Sort.best_selling: (Product.sold_count, True),
+    }[query.sort]
+    if query.cursor:
+        convert = datetime.fromisoformat if query.sort is Sort.newest else int
+        value, after = decode_cursor(
+            query.cursor, f"products:{query.sort.value}", convert, uuid.UUID
+        )
+        here = tuple_(key, Product.id)
+        stmt = stmt.where(
+            here < tuple_(value, after) if descending else here > tuple_(value, after)
+        )
+    if descending:
+        stmt = stmt.order_by(key.desc(), Product.id.desc())
+    else:
+        stmt = stmt.order_by(key.asc(), Product.id.asc())
+    kind = f"products:{query.sort.value}"
+
+    def position(row: Any) -> list[Any]:
+        value = getattr(row[0], key.key)
+        return [value.isoformat() if isinstance(value, datetime) else value, str(row[0].id)]
+
+    page = await page_of(session, stmt, limit=query.limit, kind=kind, key=position, scalars=False)
+    items = [Listing(row[0], row[1], str(row[2])) for row in page.items]
+    return Page(items, page.next_cursor)
+
+
+async def get_listing(
+    session: AsyncSession, product_id: uuid.UUID, actor: User | None = None
+) -> Listing:
+    """A product as the public sees it; its own managers also see drafts and archived ones."""
+    row = (
+        await session.execute(
+            select(Product, Cooperative.name, Cooperative.kind, Cooperative.status)
+            .join(Cooperative, Cooperative.id == Product.cooperative_id)
+            .where(Product.id == product_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound("No such product.")
+    product, name, kind, coop_status = row
+    public = product.status is ProductStatus.active and coop_status is CooperativeStatus.active
+    insider = actor is not None and (
+        actor.role is Role.admin
+        or (actor.role is Role.manager and actor.cooperative_id == product.cooperative_id)
+        or (actor.role is Role.officer and actor.county_code == county_of(product.county_code))
+    )
+    if not (public or insider):
+        raise NotFound("No such product.")
+    return Listing(product, name, str(kind))

@@ -1,0 +1,1 @@
+"""Producer organisations (cooperatives, household shops, enterprises) and their members."""

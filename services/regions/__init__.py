@@ -1,0 +1,1 @@
+"""Administrative regions by statistical division code, and village service sites."""
