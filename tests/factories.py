@@ -62,7 +62,7 @@ class County:
 
 async def build_regions(session: AsyncSession) -> County:
     c = County()
-    for code, name, extra in [
+    regions_to_make: list[tuple[str, str, dict[str, Any]]] = [
         (c.province, "示范省", {"western": True}),
         (c.city, "示范市", {}),
         (c.county, "青溪县", {"rural_population": 1000}),
@@ -72,7 +72,8 @@ async def build_regions(session: AsyncSession) -> County:
         (c.other_county, "远山县", {}),
         ("990103100000", "远山镇", {}),
         (c.other_village, "远山村", {}),
-    ]:
+    ]
+    for code, name, extra in regions_to_make:
         await regions.create_region(session, regions.NewRegion(code=code, name=name, **extra))
     return c
 
@@ -84,46 +85,78 @@ class Builder:
         self.county = county
 
     async def site(self, village: str | None = None) -> ServiceSite:
-        return await regions.create_site(self.session, regions.NewSite(
-            village_code=village or self.county.village, kind=SiteKind.rural_taobao,
-            name="上坪村淘宝服务站"))
+        return await regions.create_site(
+            self.session,
+            regions.NewSite(
+                village_code=village or self.county.village,
+                kind=SiteKind.rural_taobao,
+                name="上坪村淘宝服务站",
+            ),
+        )
 
     async def cooperative(self, village: str | None = None, **extra: Any) -> Cooperative:
         serial = next(_sequence)
-        return await cooperatives.create_cooperative(self.session, self.admin,
+        return await cooperatives.create_cooperative(
+            self.session,
+            self.admin,
             cooperatives.NewCooperative(
                 name=extra.pop("name", f"青溪河田鸡专业合作社{serial}"),
                 kind=extra.pop("kind", CooperativeKind.cooperative),
-                credit_code=credit_code(serial), village_code=village or self.county.village,
-                linkages=[Linkage.purchase_order], **extra))
+                credit_code=credit_code(serial),
+                village_code=village or self.county.village,
+                linkages=[Linkage.purchase_order],
+                **extra,
+            ),
+        )
 
-    async def household(self, village: str | None = None, *, head: str = "王大山",
-                        size: int = 3) -> Household:
+    async def household(
+        self, village: str | None = None, *, head: str = "王大山", size: int = 3
+    ) -> Household:
         relations = [Relation.head, Relation.spouse, Relation.child, Relation.parent]
         members = [
             households.NewMember(
-                name=head if i == 0 else f"{head[0]}家{i}", sex=Sex.male if i % 2 == 0 else
-                Sex.female, relation=relations[min(i, 3)], education=Education.primary,
-                health=Health.healthy, labour=Labour.ordinary, id_number=id_number())
+                name=head if i == 0 else f"{head[0]}家{i}",
+                sex=Sex.male if i % 2 == 0 else Sex.female,
+                relation=relations[min(i, 3)],
+                education=Education.primary,
+                health=Health.healthy,
+                labour=Labour.ordinary,
+                id_number=id_number(),
+            )
             for i in range(size)
         ]
-        return await households.create_household(self.session, self.admin,
+        return await households.create_household(
+            self.session,
+            self.admin,
             households.NewHousehold(
-                village_code=village or self.county.village, household_type=HouseholdType.ordinary,
-                standard=Standard.national, main_cause=Cause.illness, registration_year=2016,
-                members=members, safe_housing=True),
-            pii_key=PII_KEY, today=date(2026, 11, 23))
+                village_code=village or self.county.village,
+                household_type=HouseholdType.ordinary,
+                standard=Standard.national,
+                main_cause=Cause.illness,
+                registration_year=2016,
+                members=members,
+                safe_housing=True,
+            ),
+            pii_key=PII_KEY,
+            today=date(2026, 11, 23),
+        )
 
     async def member(self, cooperative: Cooperative, household: Household) -> None:
-        await cooperatives.add_member(self.session, self.admin, cooperative.id,
-                                      cooperatives.NewMember(household.id, date(2020, 1, 1)))
+        await cooperatives.add_member(
+            self.session,
+            self.admin,
+            cooperative.id,
+            cooperatives.NewMember(household.id, date(2020, 1, 1)),
+        )
 
     async def product(self, cooperative: Cooperative, **fields: Any) -> Product:
         fields.setdefault("status", ProductStatus.active)
         data = catalog.NewProduct(
-            title=fields.pop("title", "高山土鸡蛋"), category=fields.pop("category", "eggs"),
-            unit=fields.pop("unit", "盒"), price_fen=fields.pop("price_fen", 3990),
-            stock=fields.pop("stock", 100), **fields)
+            title=fields.pop("title", "高山土鸡蛋"),
+            category=fields.pop("category", "eggs"),
+            unit=fields.pop("unit", "盒"),
+            price_fen=fields.pop("price_fen", 3990),
+            stock=fields.pop("stock", 100),
+            **fields,
+        )
         return await catalog.create_product(self.session, self.admin, cooperative.id, data)
-
-

@@ -12,16 +12,16 @@ from app.schemas.common import PageOut
 from app.schemas.cooperatives import (
     CooperativeCreate,
     CooperativeOut,
+    CooperativePatch,
     KindName,
     MemberCreate,
     MemberOut,
 )
 from app.schemas.problem import problem_responses
 from app.schemas.regions import RegionCode
-from services.audit.service import record
 from services.cooperatives import service as cooperatives
-from services.cooperatives.models import CooperativeKind, Linkage
-from services.households.service import summaries
+from services.cooperatives.models import CooperativeKind, CooperativeStatus, Linkage, Membership
+from services.households.service import MemberSummary
 from services.users.models import Role, User
 
 router = APIRouter(prefix="/v1", tags=["cooperatives"])
@@ -84,6 +84,35 @@ async def get_cooperative(session: SessionDep, cooperative_id: uuid.UUID) -> Coo
     )
 
 
+@router.patch(
+    "/cooperatives/{cooperative_id}",
+    response_model=CooperativeOut,
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
+)
+async def update_cooperative(
+    body: CooperativePatch, session: SessionDep, actor: Staff, cooperative_id: uuid.UUID
+) -> CooperativeOut:
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("status"):
+        changes["status"] = CooperativeStatus(changes["status"])
+    return CooperativeOut.model_validate(
+        await cooperatives.update_cooperative(session, actor, cooperative_id, changes)
+    )
+
+
+def member_out(membership: Membership, card: MemberSummary) -> MemberOut:
+    return MemberOut(
+        household_id=card.household_id,
+        head_name=card.head_name,
+        village_code=card.village_code,
+        poor=card.poor,
+        status=card.status.value,
+        size=card.size,
+        joined_on=membership.joined_on,
+        linkages=membership.linkages,
+    )
+
+
 @router.get(
     "/cooperatives/{cooperative_id}/members",
     response_model=list[MemberOut],
@@ -92,32 +121,8 @@ async def get_cooperative(session: SessionDep, cooperative_id: uuid.UUID) -> Coo
 async def list_members(
     session: SessionDep, actor: CurrentUser, cooperative_id: uuid.UUID
 ) -> list[MemberOut]:
-    cooperative = await cooperatives.get_cooperative(session, cooperative_id)
-    cooperatives.ensure_can_manage(actor, cooperative)
-    members = await cooperatives.memberships(session, cooperative.id)
-    cards = await summaries(session, [m.household_id for m in members])
-    await record(
-        session,
-        actor,
-        "cooperative.members.read",
-        "household",
-        [str(m.household_id) for m in members],
-        cooperative_id=str(cooperative.id),
-    )
-    return [
-        MemberOut(
-            household_id=m.household_id,
-            head_name=cards[m.household_id].head_name,
-            village_code=cards[m.household_id].village_code,
-            poor=cards[m.household_id].poor,
-            status=cards[m.household_id].status.value,
-            size=cards[m.household_id].size,
-            joined_on=m.joined_on,
-            linkages=m.linkages,
-        )
-        for m in members
-        if m.household_id in cards
-    ]
+    members = await cooperatives.list_members(session, actor, cooperative_id)
+    return [member_out(m, card) for m, card in members]
 
 
 @router.post(
@@ -139,14 +144,4 @@ async def add_member(
             linkages=[Linkage(x) for x in body.linkages],
         ),
     )
-    card = (await summaries(session, [membership.household_id]))[membership.household_id]
-    return MemberOut(
-        household_id=card.household_id,
-        head_name=card.head_name,
-        village_code=card.village_code,
-        poor=card.poor,
-        status=card.status.value,
-        size=card.size,
-        joined_on=membership.joined_on,
-        linkages=membership.linkages,
-    )
+    return member_out(*await cooperatives.member_view(session, membership))

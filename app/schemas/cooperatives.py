@@ -29,6 +29,19 @@ class CooperativeCreate(BaseModel):
     contact_phone: Phone | None = None
 
 
+class CooperativePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = None
+    status: Literal["active", "suspended", "closed"] | None = None
+    linkages: list[LinkageName] | None = Field(default=None, max_length=4)
+    description: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    contact_phone: Phone | None = None
+
+
 class CooperativeOut(BaseModel):
     """Public facts about a producer organisation."""
 

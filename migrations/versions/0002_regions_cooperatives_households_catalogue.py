@@ -619,6 +619,13 @@ def upgrade() -> None:
             server_default="draft",
             nullable=False,
         ),
+        sa.Column(
+            "cooperative_active",
+            sa.Boolean(),
+            server_default="true",
+            nullable=False,
+            comment="Copy of the cooperative's status, so that listing needs no join to filter.",
+        ),
         sa.Column("certificate_number", sa.String(length=64), nullable=True),
         sa.Column("certificate_issuer", sa.String(length=200), nullable=True),
         sa.Column("certificate_valid_until", sa.Date(), nullable=True),
@@ -665,28 +672,28 @@ def upgrade() -> None:
         "products",
         [sa.literal_column("sold_count DESC"), sa.literal_column("id DESC")],
         unique=False,
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.create_index(
         "ix_products_active_newest",
         "products",
         [sa.literal_column("created_at DESC"), sa.literal_column("id DESC")],
         unique=False,
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.create_index(
         "ix_products_active_origin",
         "products",
         ["origin_village_code"],
         unique=False,
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.create_index(
         "ix_products_active_price",
         "products",
         ["price_fen", "id"],
         unique=False,
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.create_index("ix_products_cooperative_id", "products", ["cooperative_id"], unique=False)
     op.create_index(
@@ -770,22 +777,22 @@ def downgrade() -> None:
     op.drop_index(
         "ix_products_active_price",
         table_name="products",
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.drop_index(
         "ix_products_active_origin",
         table_name="products",
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.drop_index(
         "ix_products_active_newest",
         table_name="products",
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.drop_index(
         "ix_products_active_best_selling",
         table_name="products",
-        postgresql_where=sa.text("status = 'active'"),
+        postgresql_where=sa.text("status = 'active' AND cooperative_active"),
     )
     op.drop_table("products")
     op.drop_index(

@@ -32,6 +32,10 @@ from services.db import Base, Timestamps, UUIDPrimaryKey
 SEARCH_GRAMS_EXPRESSION = "search_grams(title || ' ' || description)"
 
 
+# What the public catalogue shows; every listing index is partial on it.
+LISTED = text("status = 'active' AND cooperative_active")
+
+
 class ProductStatus(enum.StrEnum):
     draft = "draft"
     active = "active"
@@ -49,24 +53,24 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
             "ix_products_active_newest",
             text("created_at DESC"),
             text("id DESC"),
-            postgresql_where=text("status = 'active'"),
+            postgresql_where=LISTED,
         ),
         Index(
             "ix_products_active_price",
             "price_fen",
             "id",
-            postgresql_where=text("status = 'active'"),
+            postgresql_where=LISTED,
         ),
         Index(
             "ix_products_active_best_selling",
             text("sold_count DESC"),
             text("id DESC"),
-            postgresql_where=text("status = 'active'"),
+            postgresql_where=LISTED,
         ),
         Index(
             "ix_products_active_origin",
             "origin_village_code",
-            postgresql_where=text("status = 'active'"),
+            postgresql_where=LISTED,
         ),
     )
 
@@ -92,6 +96,11 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
         ),
         default=ProductStatus.draft,
         server_default=ProductStatus.draft.value,
+    )
+    cooperative_active: Mapped[bool] = mapped_column(
+        default=True,
+        server_default="true",
+        comment="Copy of the cooperative's status, so that listing needs no join to filter.",
     )
     certificate_number: Mapped[str | None] = mapped_column(String(64))
     certificate_issuer: Mapped[str | None] = mapped_column(String(200))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.cn import uscc
 from stdnum.exceptions import ValidationError
 
+from services.audit.service import record
 from services.cooperatives.models import (
     Cooperative,
     CooperativeKind,
@@ -25,6 +27,9 @@ from services.regions.codes import Level, code_range, county_of
 from services.regions.service import require_region
 from services.users import access
 from services.users.models import Role, User
+
+if TYPE_CHECKING:
+    from services.households.service import MemberSummary
 
 
 def validate_credit_code(value: str) -> str:
@@ -78,8 +83,10 @@ async def create_cooperative(
     return cooperative
 
 
-async def get_cooperative(session: AsyncSession, cooperative_id: uuid.UUID) -> Cooperative:
-    cooperative = await session.get(Cooperative, cooperative_id)
+async def get_cooperative(
+    session: AsyncSession, cooperative_id: uuid.UUID, *, lock: bool = False
+) -> Cooperative:
+    cooperative = await session.get(Cooperative, cooperative_id, with_for_update=lock)
     if cooperative is None:
         raise NotFound("No such producer organisation.")
     return cooperative
@@ -109,6 +116,35 @@ async def list_cooperatives(
     return await page_of(
         session, stmt, limit=limit, kind="cooperatives", key=lambda c: [c.name, str(c.id)]
     )
+
+
+EDITABLE = frozenset({"name", "status", "linkages", "description", "contact_phone"})
+
+
+async def update_cooperative(
+    session: AsyncSession, actor: User, cooperative_id: uuid.UUID, changes: dict[str, Any]
+) -> Cooperative:
+    """Admins and the county's officers edit an organisation; suspending it delists its goods."""
+    from services.catalog.service import set_cooperative_listing
+
+    access.ensure_role(actor, Role.admin, Role.officer)
+    cooperative = await get_cooperative(session, cooperative_id, lock=True)
+    access.ensure_county(actor, cooperative.county_code)
+    unknown = set(changes) - EDITABLE
+    if unknown:
+        raise Invalid("This field cannot be edited here.", field=sorted(unknown)[0])
+    for name, value in changes.items():
+        if value is None and name in ("name", "status", "linkages"):
+            raise Invalid("This field cannot be cleared.", field=name)
+        if name == "linkages":
+            value = sorted({Linkage(v).value for v in value})
+        setattr(cooperative, name, value)
+    if "status" in changes:
+        await set_cooperative_listing(
+            session, cooperative.id, cooperative.status is CooperativeStatus.active
+        )
+    await session.flush()
+    return cooperative
 
 
 def ensure_can_manage(actor: User, cooperative: Cooperative) -> None:
@@ -173,3 +209,33 @@ async def current_member_ids(
         Membership.left_on.is_(None),
     )
     return set((await session.scalars(stmt)).all())
+
+
+async def list_members(
+    session: AsyncSession, actor: User, cooperative_id: uuid.UUID
+) -> list[tuple[Membership, MemberSummary]]:
+    """Current members with what a manager may see of them; reading names is audited."""
+    from services.households.service import summaries
+
+    cooperative = await get_cooperative(session, cooperative_id)
+    ensure_can_manage(actor, cooperative)
+    members = await memberships(session, cooperative.id)
+    cards = await summaries(session, [m.household_id for m in members])
+    await record(
+        session,
+        actor,
+        "cooperative.members.read",
+        "household",
+        [str(m.household_id) for m in members],
+        cooperative_id=str(cooperative.id),
+    )
+    return [(m, cards[m.household_id]) for m in members if m.household_id in cards]
+
+
+async def member_view(
+    session: AsyncSession, membership: Membership
+) -> tuple[Membership, MemberSummary]:
+    from services.households.service import summaries
+
+    cards = await summaries(session, [membership.household_id])
+    return membership, cards[membership.household_id]

@@ -45,4 +45,5 @@ def parse_id_number(value: str, *, key: bytes, today: date, field: str) -> IdNum
 def make_id_number(region6: str, birth: date, sequence: int) -> str:
     """A well-formed number for fictional data (demo, tests, benchmarks)."""
     body = f"{region6}{birth:%Y%m%d}{sequence % 1000:03d}"
-    return body + str(ric.calc_check_digit(body))
+    # calc_check_digit reads the first 17 characters of a full-length number.
+    return body + str(ric.calc_check_digit(body + "0"))
