@@ -190,7 +190,7 @@ async def list_products(
 @router.get(
     "/products/{product_id}",
     response_model=ProductOut,
-    responses={**problem_responses(404, 422), 304: {"description": "Not modified"}},
+    responses={**problem_responses(401, 404, 422), 304: {"description": "Not modified"}},
 )
 async def get_product(
     request: Request, session: SessionDep, actor: MaybeUser, product_id: uuid.UUID
