@@ -21,14 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from tests.conftest import create_database, drop_database
 
 SPEC = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
 ADMIN_EMAIL = "fuzz-admin@example.com"
-ADMIN_PASSWORD = "fuzz-admin-password"  # noqa: S105
+ADMIN_PASSWORD = "fuzz-admin-password"
 
 
 def _free_port() -> int:
@@ -50,15 +50,38 @@ def live_server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
         "MARKETPLACE_LOG_LEVEL": "ERROR",
     }
     subprocess.run(
-        [sys.executable, "-m", "app.cli", "create-admin", "--email", ADMIN_EMAIL,
-         "--password", ADMIN_PASSWORD],
-        env=env, check=True, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "create-admin",
+            "--email",
+            ADMIN_EMAIL,
+            "--password",
+            ADMIN_PASSWORD,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -83,8 +106,9 @@ def live_server(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def admin_headers(live_server: str) -> dict[str, str]:
-    token = httpx.post(f"{live_server}/v1/auth/token",
-                       json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).json()
+    token = httpx.post(
+        f"{live_server}/v1/auth/token", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    ).json()
     return {"Authorization": f"Bearer {token['access_token']}"}
 
 
@@ -93,10 +117,10 @@ schema = schemathesis.openapi.from_path(SPEC)
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=list(HealthCheck))
-def test_no_operation_answers_5xx_or_breaks_its_schema(case: Any, live_server: str,
-                                                        admin_headers: dict[str, str]) -> None:
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_operation_answers_5xx_or_breaks_its_schema(
+    case: Any, live_server: str, admin_headers: dict[str, str]
+) -> None:
     # Half the cases as an admin (who reaches the deepest code), half anonymous.
     headers = admin_headers if hash(repr(case.path_parameters)) % 2 == 0 else {}
     # Schema-valid input may still break a business rule (an unknown region, say),
