@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from services.catalog import service as catalog
+from services.catalog.models import ProductStatus
 from services.users.models import Role
 
 
@@ -189,7 +190,7 @@ async def test_bad_shares_are_422_naming_the_field(client, users, world, shares,
 
 
 async def test_a_sale_can_use_the_shares_in_force_when_it_was_paid(session, world):
-    coop, (a, b), product = await shares_world(world)
+    _coop, (a, b), product = await shares_world(world)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     await catalog.set_shares(session, world.admin, product.id, [catalog.Share(a.id, 10000)], now=t0)
     await catalog.set_shares(
@@ -208,7 +209,7 @@ async def test_a_sale_can_use_the_shares_in_force_when_it_was_paid(session, worl
 
 
 async def test_buyers_see_no_household_data_anywhere(client, users, world):
-    coop, (a, b), product = await shares_world(world)
+    coop, (a, _b), product = await shares_world(world)
     await catalog.set_shares(
         users.session, world.admin, product.id, [catalog.Share(a.id, 4000)], now=datetime.now(UTC)
     )
@@ -223,3 +224,18 @@ async def test_buyers_see_no_household_data_anywhere(client, users, world):
         assert str(a.id) not in body and "王大山" not in body and "household" not in body
     shares = await client.get(f"/v1/products/{product.id}/supply-shares", headers=auth)
     assert shares.status_code == 403
+
+
+async def test_manager_lists_own_products_in_every_status(client, users, world):
+    coop, other = await world.cooperative(), await world.cooperative()
+    active = await world.product(coop)
+    draft = await world.product(coop, status=ProductStatus.draft)
+    await world.product(other)
+    manager = await manager_of(users, coop)
+    url = f"/v1/cooperatives/{coop.id}/products"
+    listed = (await client.get(url, headers=users.auth(manager))).json()
+    assert {p["id"] for p in listed["items"]} == {str(active.id), str(draft.id)}
+    drafts = await client.get(url, params={"status": "draft"}, headers=users.auth(manager))
+    assert [p["id"] for p in drafts.json()["items"]] == [str(draft.id)]
+    stranger = await manager_of(users, other)
+    assert (await client.get(url, headers=users.auth(stranger))).status_code == 403

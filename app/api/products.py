@@ -20,6 +20,7 @@ from app.schemas.catalog import (
     ShareIn,
     ShareOut,
     SharesOut,
+    StatusName,
 )
 from app.schemas.common import PageOut
 from app.schemas.problem import problem_responses
@@ -85,6 +86,28 @@ async def create_product(
     )
     product = await catalog.create_product(session, actor, cooperative_id, data)
     return await _out(session, product, actor)
+
+
+@router.get(
+    "/cooperatives/{cooperative_id}/products", response_model=PageOut[ProductOut], responses=ERRORS
+)
+async def cooperative_products(
+    session: SessionDep,
+    actor: Manager,
+    cooperative_id: uuid.UUID,
+    status: StatusName | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Cursor = None,
+) -> PageOut[ProductOut]:
+    page = await catalog.cooperative_products(
+        session,
+        actor,
+        cooperative_id,
+        status=ProductStatus(status) if status else None,
+        limit=limit,
+        cursor=cursor,
+    )
+    return PageOut(items=[product_out(item) for item in page.items], next_cursor=page.next_cursor)
 
 
 @router.patch("/products/{product_id}", response_model=ProductOut, responses=ERRORS)

@@ -263,6 +263,41 @@ async def get_shares(
     return await shares_at(session, product.id, now)
 
 
+async def cooperative_products(
+    session: AsyncSession,
+    actor: User,
+    cooperative_id: uuid.UUID,
+    *,
+    status: ProductStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Listing]:
+    """A cooperative's own products in every status, newest first, for its managers."""
+    cooperative = await get_cooperative(session, cooperative_id)
+    ensure_manages(actor, cooperative.id)
+    stmt = (
+        select(Product)
+        .where(Product.cooperative_id == cooperative.id)
+        .order_by(Product.created_at.desc(), Product.id.desc())
+    )
+    if status is not None:
+        stmt = stmt.where(Product.status == status)
+    if cursor:
+        created, after = decode_cursor(
+            cursor, "cooperative-products", datetime.fromisoformat, uuid.UUID
+        )
+        stmt = stmt.where(tuple_(Product.created_at, Product.id) < tuple_(created, after))
+    page = await page_of(
+        session,
+        stmt,
+        limit=limit,
+        kind="cooperative-products",
+        key=lambda p: [p.created_at.isoformat(), str(p.id)],
+    )
+    items = [Listing(p, cooperative.name, cooperative.kind.value) for p in page.items]
+    return Page(items, page.next_cursor)
+
+
 # --- the public catalogue -------------------------------------------------
 
 
