@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
 import uuid
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
