@@ -1,4 +1,4 @@
-"""The `marketplace` command: serve, migrate, create-admin, openapi."""
+"""The `marketplace` command: serve, migrate, demo, create-admin, openapi."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from services.demo.load import DemoSummary
 
 
 @contextmanager
@@ -88,6 +93,15 @@ def migrate() -> None:
     click.echo("database is at head")
 
 
+@main.command()
+def demo() -> None:
+    """Load the demo dataset (a fictional county); does nothing if it is there already."""
+    with database(Settings()) as settings:
+        assert settings.database_url
+        asyncio.run(_migrate(settings.database_url))
+        _load_demo(settings)
+
+
 @main.command("create-admin")
 @click.option("--email", required=True)
 @click.option("--password", required=True)
@@ -150,7 +164,56 @@ def openapi_json() -> str:
 
 
 def _load_demo(settings: Settings) -> None:
-    raise click.ClickException("the demo dataset arrives with the catalogue")
+    from services.db import create_engine, session_factory, transaction
+    from services.demo.load import load_demo
+    from services.errors import DomainError
+
+    async def run(url: str) -> DemoSummary:
+        engine = create_engine(url)
+        now = datetime.now(UTC)
+        try:
+            # One transaction: a failure half-way leaves no half-built county behind.
+            async with transaction(session_factory(engine)) as session:
+                return await load_demo(
+                    session, pii_key=settings.pii_hash_key, today=now.date(), now=now
+                )
+        finally:
+            await engine.dispose()
+
+    assert settings.database_url
+    try:
+        summary = asyncio.run(run(settings.database_url))
+    except DomainError as exc:
+        raise click.ClickException(f"demo not loaded: {exc.detail}") from exc
+    click.echo(_describe_demo(summary))
+
+
+def _describe_demo(summary: DemoSummary) -> str:
+    county = f"{summary.county_name} ({summary.county_code})"
+    if summary.created:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary.organisations.items())
+        lines = [
+            f"demo county {county} loaded:",
+            f"  {summary.regions} regions, {summary.sites} service sites",
+            f"  {sum(summary.organisations.values())} producer organisations ({kinds}),"
+            f" {summary.memberships} memberships",
+            f"  {summary.households} households ({summary.poor_households} registered poor,"
+            f" {summary.persons} persons), {summary.cadres} paired cadres,"
+            f" {summary.incomes} recorded incomes",
+            f"  {summary.products} products, {summary.certified} certified"
+            f" ({summary.expired_certificates} expired), {summary.products_with_shares}"
+            " with supply shares",
+        ]
+    else:
+        lines = [f"demo county {county} exists already; nothing loaded"]
+    if summary.accounts:
+        lines.append("demo accounts (POST /v1/auth/token):")
+        width = max(len(a.email) for a in summary.accounts)
+        lines += [
+            f"  {a.role:<13} {a.email:<{width}}  {a.password:<18} {a.scope}"
+            for a in summary.accounts
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.schemas.problem import PROBLEM_MEDIA_TYPE
@@ -133,6 +134,30 @@ async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Data the database refuses (SQLSTATE class 22: a NUL byte, an out-of-range number).
+
+    Request models catch these first and name the field; this is the safety net
+    that keeps such input from ever becoming a 500.
+    """
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return await _unavailable_handler(request, exc)
+    state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    if state.startswith("22"):
+        logger.warning("database refused a value", extra={"sqlstate": state})
+        return problem(422, "invalid-value", "A value in the request cannot be stored.",
+                       instance=request.url.path)
+    return await _unhandled_handler(request, exc)
+
+
+async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database cannot be reached: a temporary condition, so 503 and a retry hint."""
+    logger.warning("database unavailable", extra={"error": repr(exc)})
+    return problem(503, "database-unavailable", "The database is not reachable; retry shortly.",
+                   headers={"Retry-After": "5"}, instance=request.url.path)
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"path": request.url.path})
     return problem(500, "internal-error", "An unexpected error occurred; it has been logged.")
@@ -142,4 +167,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(domain.DomainError, _domain_handler)
+    app.add_exception_handler(DBAPIError, _database_handler)
+    app.add_exception_handler(OSError, _unavailable_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

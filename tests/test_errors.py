@@ -164,3 +164,27 @@ async def test_arbitrary_bodies_never_answer_500(client, users, body, path):
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert response.headers["content-type"] == PROBLEM
+
+
+async def test_nul_characters_are_422_naming_the_field(client):
+    response = await client.post("/v1/auth/token",
+                                 json={"email": "a\u0000@example.com", "password": "whatever1"})
+    assert_problem(response, 422, "validation-error")
+    assert response.json()["field"] == "email"
+
+
+async def test_nul_in_a_query_parameter_is_never_a_500(client):
+    response = await client.get("/v1/products", params={"q": "蜂\u0000蜜"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_database_down_is_503_with_retry_after(app, client):
+    from services.db import create_engine, session_factory
+
+    dead = create_engine("postgresql://nobody@127.0.0.1:1/none", pool_pre_ping=False)
+    app.state.sessionmaker = session_factory(dead)
+    response = await client.get("/v1/products")
+    await dead.dispose()
+    assert_problem(response, 503, "database-unavailable")
+    assert response.headers["retry-after"] == "5"

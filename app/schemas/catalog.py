@@ -6,8 +6,9 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, Field, StringConstraints
 
+from app.schemas.common import RequestModel
 from app.schemas.regions import RegionCode
 
 Category = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{1,39}$")]
@@ -19,9 +20,7 @@ Stock = Annotated[int, Field(ge=0, le=2_000_000_000)]
 StatusName = Literal["draft", "active", "archived"]
 
 
-class ProductCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProductCreate(RequestModel):
     title: Title
     description: Description = ""
     category: Category
@@ -35,9 +34,7 @@ class ProductCreate(BaseModel):
     status: StatusName = "draft"
 
 
-class ProductPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProductPatch(RequestModel):
     title: Title | None = None
     description: Description | None = None
     category: Category | None = None
@@ -49,9 +46,7 @@ class ProductPatch(BaseModel):
     status: StatusName | None = None
 
 
-class CertificateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CertificateIn(RequestModel):
     number: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     issuer: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     valid_until: date
@@ -92,9 +87,7 @@ class ProductOut(BaseModel):
     updated_at: datetime
 
 
-class ShareIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ShareIn(RequestModel):
     household_id: uuid.UUID
     basis_points: int = Field(ge=1, le=10_000)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.schemas.common import RequestModel
 from app.schemas.regions import RegionCode
 from app.schemas.users import Phone
 
@@ -15,9 +16,7 @@ KindName = Literal["cooperative", "household_shop", "enterprise"]
 LinkageName = Literal["purchase_order", "employment", "dividend", "land_lease"]
 
 
-class CooperativeCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CooperativeCreate(RequestModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     kind: KindName
     credit_code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] = Field(
@@ -29,9 +28,7 @@ class CooperativeCreate(BaseModel):
     contact_phone: Phone | None = None
 
 
-class CooperativePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CooperativePatch(RequestModel):
     name: (
         Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
         | None
@@ -59,9 +56,7 @@ class CooperativeOut(BaseModel):
     created_at: datetime
 
 
-class MemberCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemberCreate(RequestModel):
     household_id: uuid.UUID
     joined_on: date
     linkages: list[LinkageName] = Field(default_factory=list, max_length=4)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.schemas.common import RequestModel
 from app.schemas.regions import RegionCode
 from app.schemas.users import Phone
 
@@ -33,9 +34,7 @@ StatusName = Literal[
 Text100 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
-class MemberIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MemberIn(RequestModel):
     name: Text100
     id_number: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = (
         Field(default=None, description="18-character resident ID; stored only as a keyed hash.")
@@ -79,9 +78,7 @@ class Guarantees(BaseModel):
     safe_drinking_water: bool = False
 
 
-class HouseholdCreate(Guarantees):
-    model_config = ConfigDict(extra="forbid")
-
+class HouseholdCreate(Guarantees, RequestModel):
     village_code: RegionCode
     address: Annotated[str, StringConstraints(max_length=300)] | None = None
     phone: Phone | None = None
@@ -94,9 +91,7 @@ class HouseholdCreate(Guarantees):
     members: list[MemberIn] = Field(min_length=1, max_length=30)
 
 
-class HouseholdPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HouseholdPatch(RequestModel):
     address: Annotated[str, StringConstraints(max_length=300)] | None = None
     phone: Phone | None = None
     poor: bool | None = None
@@ -160,9 +155,7 @@ class HouseholdOut(Guarantees):
     updated_at: datetime
 
 
-class StatusChangeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StatusChangeIn(RequestModel):
     status: StatusName
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
@@ -177,9 +170,7 @@ class StatusChangeOut(BaseModel):
     changed_at: datetime
 
 
-class IncomeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IncomeIn(RequestModel):
     year: int = Field(ge=2000, le=2100)
     kind: Literal["wage", "operating", "transfer", "property", "production_cost"]
     amount_fen: int = Field(ge=0, le=10**13, description="Integer fen (CNY minor units).")
@@ -199,9 +190,7 @@ class IncomeOut(BaseModel):
     recorded_at: datetime
 
 
-class CadreIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CadreIn(RequestModel):
     name: Text100
     unit: Annotated[str, StringConstraints(max_length=200)] | None = None
     level: Annotated[str, StringConstraints(max_length=40)] | None = None

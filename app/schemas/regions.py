@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.schemas.common import RequestModel
 from app.schemas.users import Phone
 
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
@@ -15,9 +16,7 @@ LevelName = Literal["province", "city", "county", "township", "village"]
 SiteKindName = Literal["rural_taobao", "postal", "supply_marketing"]
 
 
-class RegionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RegionCreate(RequestModel):
     code: RegionCode = Field(description="12-digit statistical division code.")
     name: Name
     level: LevelName | None = Field(default=None, description="Checked against the code.")
@@ -40,9 +39,7 @@ class RegionOut(BaseModel):
     household_count: int | None
 
 
-class SiteCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SiteCreate(RequestModel):
     village_code: RegionCode
     kind: SiteKindName
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

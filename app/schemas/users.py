@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from app.schemas.common import RequestModel
+
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 
 
@@ -26,18 +28,14 @@ DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length
 CountyCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}([0-9]{6})?$")]
 
 
-class RegisterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RegisterRequest(RequestModel):
     email: EmailStr
     password: Password
     display_name: DisplayName | None = None
     phone: Phone | None = None
 
 
-class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TokenRequest(RequestModel):
     email: Annotated[str, StringConstraints(min_length=1, max_length=320)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -48,9 +46,7 @@ class TokenResponse(BaseModel):
     expires_in: int = Field(description="Seconds until the token expires.")
 
 
-class StaffCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StaffCreate(RequestModel):
     email: EmailStr
     password: Password
     role: Literal["admin", "officer", "manager", "site_operator"]

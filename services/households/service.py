@@ -172,7 +172,7 @@ async def create_household(
                 "A person with this ID number is already registered.", field="members"
             ) from exc
         raise
-    return await get_household(session, actor, household.id)
+    return await _load(session, household.id)
 
 
 async def _load(session: AsyncSession, household_id: uuid.UUID) -> Household:
