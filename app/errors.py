@@ -146,16 +146,25 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
     if state.startswith("22"):
         logger.warning("database refused a value", extra={"sqlstate": state})
-        return problem(422, "invalid-value", "A value in the request cannot be stored.",
-                       instance=request.url.path)
+        return problem(
+            422,
+            "invalid-value",
+            "A value in the request cannot be stored.",
+            instance=request.url.path,
+        )
     return await _unhandled_handler(request, exc)
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
     """The database cannot be reached: a temporary condition, so 503 and a retry hint."""
     logger.warning("database unavailable", extra={"error": repr(exc)})
-    return problem(503, "database-unavailable", "The database is not reachable; retry shortly.",
-                   headers={"Retry-After": "5"}, instance=request.url.path)
+    return problem(
+        503,
+        "database-unavailable",
+        "The database is not reachable; retry shortly.",
+        headers={"Retry-After": "5"},
+        instance=request.url.path,
+    )
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:

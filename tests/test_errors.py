@@ -167,8 +167,9 @@ async def test_arbitrary_bodies_never_answer_500(client, users, body, path):
 
 
 async def test_nul_characters_are_422_naming_the_field(client):
-    response = await client.post("/v1/auth/token",
-                                 json={"email": "a\u0000@example.com", "password": "whatever1"})
+    response = await client.post(
+        "/v1/auth/token", json={"email": "a\u0000@example.com", "password": "whatever1"}
+    )
     assert_problem(response, 422, "validation-error")
     assert response.json()["field"] == "email"
 
