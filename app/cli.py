@@ -1,4 +1,4 @@
-"""The `marketplace` command: serve, migrate, demo, create-admin, openapi."""
+"""The `marketplace` command: serve, worker, migrate, demo, create-admin, openapi."""
 
 from __future__ import annotations
 
@@ -82,6 +82,62 @@ def serve(host: str | None, port: int | None, demo: bool) -> None:
 
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Jobs run at the same time (default: MARKETPLACE_WORKER_CONCURRENCY, 4).",
+)
+def worker(concurrency: int | None) -> None:
+    """Run background jobs until SIGTERM or Ctrl-C (embedded PostgreSQL without DATABASE_URL).
+
+    The first signal lets the jobs in flight finish; a second one cancels them
+    (they roll back and run again after their lease).
+    """
+    from app.logging import configure_logging
+
+    base = Settings()
+    configure_logging(base.log_level)
+    # Until the worker's own handlers are installed, SIGTERM still stops the
+    # embedded database cleanly (as with `serve`).
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    with database(base) as settings, contextlib.suppress(KeyboardInterrupt):
+        assert settings.database_url
+        asyncio.run(_work(settings, concurrency or settings.worker_concurrency))
+
+
+async def _work(settings: Settings, concurrency: int) -> None:
+    from services.db import create_engine, session_factory
+    from services.jobs.service import Worker, load_handlers
+    from services.schema import upgrade
+
+    assert settings.database_url
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    try:
+        await upgrade(engine)
+        job_worker = Worker(session_factory(engine), load_handlers(), concurrency=concurrency)
+        stop = asyncio.Event()
+        running = asyncio.create_task(job_worker.run(stop))
+
+        def on_signal() -> None:
+            if stop.is_set():
+                running.cancel()
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    finally:
+        await engine.dispose()
 
 
 @main.command()

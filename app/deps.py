@@ -54,6 +54,12 @@ async def current_user(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    return await _authenticate(session, settings, credentials)
+
+
+async def _authenticate(
+    session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
+) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated(
             "Send an access token as `Authorization: Bearer <token>`.", reason="unauthenticated"
@@ -82,6 +88,30 @@ async def optional_user(
 
 
 MaybeUser = Annotated[User | None, Depends(optional_user)]
+
+
+async def detached_user(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The caller, read in a session closed at once.
+
+    For routes that run their own transactions around a call to Stripe: no
+    connection stays checked out (idle in transaction) while Stripe answers.
+    """
+    async with request.app.state.sessionmaker() as session:
+        user = await _authenticate(session, settings, credentials)
+        session.expunge(user)
+    return user
+
+
+def require_detached(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:
+    async def check(user: Annotated[User, Depends(detached_user)]) -> User:
+        access.ensure_role(user, *roles)
+        return user
+
+    return check
 
 
 def require(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:

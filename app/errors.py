@@ -26,6 +26,7 @@ _DOMAIN_STATUS: dict[type[domain.DomainError], int] = {
     domain.Unauthenticated: 401,
     domain.Forbidden: 403,
     domain.TooManyAttempts: 429,
+    domain.Unavailable: 503,
 }
 
 _HTTP_SLUGS = {
@@ -116,11 +117,11 @@ async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, domain.DomainError)
     status = next((code for cls, code in _DOMAIN_STATUS.items() if isinstance(exc, cls)), 400)
     headers: dict[str, str] = {}
-    slug = exc.code
+    # A service may name a more precise problem type than its error class.
+    slug = str(exc.extra.get("reason", exc.code))
     if isinstance(exc, domain.Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-        slug = str(exc.extra.get("reason", slug))
-    if isinstance(exc, domain.TooManyAttempts):
+    if isinstance(exc, domain.TooManyAttempts | domain.Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
     extra = {k: v for k, v in exc.extra.items() if k != "reason"}
     return problem(
@@ -144,6 +145,9 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
         return await _unavailable_handler(request, exc)
     state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    # 08 connection, 53 insufficient resources (too many clients), 57 shutdown: transient.
+    if state[:2] in ("08", "53", "57"):
+        return await _unavailable_handler(request, exc)
     if state.startswith("22"):
         logger.warning("database refused a value", extra={"sqlstate": state})
         return problem(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -13,11 +15,28 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import errors, openapi
-from app.api import auth, cooperatives, health, households, products, regions, users
+from app.api import (
+    auth,
+    cooperatives,
+    health,
+    households,
+    orders,
+    products,
+    regions,
+    users,
+    webhooks,
+)
 from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
 from services.db import create_engine, session_factory
+from services.jobs.service import Worker, load_handlers
+from services.payments.stripe import StripeConfig, StripeGateway
+
+logger = logging.getLogger(__name__)
+
+# Within the 10 s a container gets between SIGTERM and SIGKILL by default.
+WORKER_STOP_SECONDS = 8
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -28,13 +47,56 @@ registered poor households who supplied it. Errors are RFC 9457 problem details.
 """
 
 
+def stripe_gateway(settings: Settings) -> StripeGateway | None:
+    """Stripe when both keys are set; without them cash on delivery still works."""
+    if not (settings.stripe_secret_key and settings.stripe_webhook_secret):
+        return None
+    return StripeGateway(StripeConfig(
+        api_key=settings.stripe_secret_key, webhook_secret=settings.stripe_webhook_secret,
+        api_base=settings.stripe_api_base, timeout_seconds=settings.stripe_timeout_seconds,
+    ))
+
+
+@asynccontextmanager
+async def in_process_worker(app: FastAPI) -> AsyncIterator[None]:
+    """The background-job worker of the single-machine default, beside the API.
+
+    Started on `app.state.sessionmaker` as the app starts, stopped before the
+    engine is disposed. Jobs still running after WORKER_STOP_SECONDS are
+    cancelled: they roll back and run again, elsewhere or later, after their lease.
+    """
+    settings: Settings = app.state.settings
+    if not settings.run_worker_in_process:
+        yield
+        return
+    worker = Worker(
+        app.state.sessionmaker, load_handlers(), concurrency=settings.worker_concurrency
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="job-worker")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, WORKER_STOP_SECONDS)
+        except TimeoutError:
+            logger.warning("in-process worker cancelled its jobs to stop in time")
+        except Exception:
+            # Shutting down regardless: the database must still be let go of.
+            logger.exception("in-process worker failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with in_process_worker(app):
+            yield
+        if app.state.stripe is not None:
+            await app.state.stripe.aclose()
         await app.state.engine.dispose()
 
     app = FastAPI(
@@ -52,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_overflow=settings.db_max_overflow,
     )
     app.state.sessionmaker = session_factory(app.state.engine)
+    app.state.stripe = stripe_gateway(settings)
 
     errors.install(app)
     openapi.install(app)
@@ -63,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cooperatives.router,
         households.router,
         products.router,
+        orders.router,
+        webhooks.router,
     ):
         app.include_router(router)
 

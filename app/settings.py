@@ -69,9 +69,44 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(
         default=10, ge=0, description="Extra connections allowed above the pool size."
     )
+    stripe_secret_key: str | None = Field(
+        default=None,
+        description="Stripe secret key (sk_...). Unset: card payments answer a clear problem; "
+        "cash on delivery still works.",
+    )
+    stripe_webhook_secret: str | None = Field(
+        default=None, description="Signing secret of the Stripe webhook endpoint (whsec_...)."
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Another Stripe API address (a local fake in tests)."
+    )
+    stripe_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one call to Stripe, in seconds."
+    )
+    platform_fee_bp: int = Field(
+        default=500, ge=0, le=10_000, description="Platform fee per order line, basis points."
+    )
+    platform_fee_bp_certified: int = Field(
+        default=300, ge=0, le=10_000,
+        description="Platform fee for certified poverty-alleviation products, basis points.",
+    )
+    reservation_minutes: PositiveInt = Field(
+        default=30, description="Minutes an unpaid Stripe order holds its stock."
+    )
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address `marketplace serve` binds.")
     port: PositiveInt = Field(default=8000, description="Port `marketplace serve` binds.")
+    run_worker_in_process: bool = Field(
+        default=True,
+        description=(
+            "Run a background-job worker inside each API process (the single-machine "
+            "default). Set to false when separate `marketplace worker` processes run the jobs."
+        ),
+    )
+    worker_concurrency: PositiveInt = Field(
+        default=4,
+        description="Jobs one worker (in-process or `marketplace worker`) runs at the same time.",
+    )
 
     @cached_property
     def signing_secret(self) -> str:

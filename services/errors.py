@@ -44,6 +44,16 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+class Unavailable(DomainError):
+    """An outside system (Stripe, a tracker) did not answer; the same request may be retried."""
+
+    code = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
 class TooManyAttempts(DomainError):
     code = "too-many-attempts"
 

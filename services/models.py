@@ -5,6 +5,10 @@ from services.catalog import models as catalog_models
 from services.cooperatives import models as cooperatives_models
 from services.db import Base
 from services.households import models as households_models
+from services.idempotency import models as idempotency_models
+from services.jobs import models as jobs_models
+from services.orders import models as orders_models
+from services.payments import models as payments_models
 from services.regions import models as regions_models
 from services.users import models as users_models
 
@@ -15,7 +19,11 @@ __all__ = [
     "catalog_models",
     "cooperatives_models",
     "households_models",
+    "idempotency_models",
+    "jobs_models",
     "metadata",
+    "orders_models",
+    "payments_models",
     "regions_models",
     "users_models",
 ]

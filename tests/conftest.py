@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -131,7 +132,29 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         pii_key=PII_KEY.decode(),
         data_dir=tmp_path,
         log_level="WARNING",
+        run_worker_in_process=False,
     )
+
+
+@pytest.fixture(scope="session")
+def fake_stripe() -> Iterator[Any]:
+    """A local fake of Stripe's API on a real port, shared by the session."""
+    from tests.fakes.stripe_server import serve_fake_stripe
+
+    with serve_fake_stripe() as server:
+        yield server
+
+
+@pytest.fixture
+def stripe_settings(settings: Settings, fake_stripe: Any) -> Settings:
+    from tests.orders_helpers import WEBHOOK_SECRET
+
+    return settings.model_copy(update={
+        "stripe_secret_key": "sk_test_marketplace",
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        "stripe_api_base": fake_stripe.url,
+        "stripe_timeout_seconds": 2.0,
+    })
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "products"
     __table_args__ = (
         CheckConstraint("stock >= 0", name="stock_not_negative"),
+        CheckConstraint("reserved >= 0", name="reserved_not_negative"),
         CheckConstraint("price_fen > 0", name="price_positive"),
         Index("ix_products_search_terms", "search_terms", postgresql_using="gin"),
         Index("ix_products_cooperative_id", "cooperative_id"),
@@ -83,6 +84,10 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
     price_fen: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(CHAR(3), default="CNY", server_default="CNY")
     stock: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reserved: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0",
+        comment="Held by orders not yet paid or collected; returns to stock if they fail.",
+    )
     sold_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     image_urls: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
     origin_village_code: Mapped[str] = mapped_column(CHAR(12), ForeignKey("regions.code"))

@@ -9,12 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog.models import Product, ProductStatus, ShareEntry, ShareSet
 from services.cooperatives.models import Cooperative, CooperativeStatus
 from services.cooperatives.service import current_member_ids, get_cooperative
-from services.errors import Invalid, NotFound
+from services.errors import Conflict, Invalid, NotFound
 from services.pagination import Page, decode_cursor, page_of
 from services.regions.codes import Level, code_range, county_of
 from services.regions.service import require_region
@@ -296,6 +297,129 @@ async def cooperative_products(
     )
     items = [Listing(p, cooperative.name, cooperative.kind.value) for p in page.items]
     return Page(items, page.next_cursor)
+
+
+# --- stock for orders ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What a reservation saw of a product, under its row lock: the price a line keeps."""
+
+    product_id: uuid.UUID
+    cooperative_id: uuid.UUID
+    county_code: str
+    title: str
+    unit: str
+    price_fen: int
+    currency: str
+    certified: bool
+
+
+async def reserve(
+    session: AsyncSession, wanted: list[tuple[uuid.UUID, int]], *, today: date
+) -> dict[uuid.UUID, Reserved]:
+    """Move stock to reserved for each (product, quantity), all or nothing.
+
+    One conditional UPDATE per product guards the rule "stock never below zero"
+    whatever the concurrency; products are taken in id order so that two carts
+    holding the same products cannot deadlock. A shortfall raises, and the
+    caller's transaction rolls back what was already taken.
+    """
+    taken: dict[uuid.UUID, Reserved] = {}
+    for index, (product_id, quantity) in sorted(enumerate(wanted), key=lambda x: str(x[1][0])):
+        row = (
+            await session.execute(
+                update(Product)
+                .where(Product.id == product_id, Product.status == ProductStatus.active,
+                       Product.cooperative_active, Product.stock >= quantity)
+                .values(stock=Product.stock - quantity, reserved=Product.reserved + quantity)
+                .returning(Product.cooperative_id, Product.county_code, Product.title,
+                           Product.unit, Product.price_fen, Product.currency,
+                           Product.certificate_number, Product.certificate_valid_until,
+                           Product.stock)
+            )
+        ).one_or_none()
+        if row is None:
+            await _explain_shortfall(session, product_id, quantity, index)
+        assert row is not None
+        certified = bool(row.certificate_number) and (
+            row.certificate_valid_until is not None and row.certificate_valid_until >= today
+        )
+        taken[product_id] = Reserved(product_id, row.cooperative_id, row.county_code, row.title,
+                                     row.unit, row.price_fen, row.currency, certified)
+    return taken
+
+
+async def _explain_shortfall(
+    session: AsyncSession, product_id: uuid.UUID, quantity: int, index: int
+) -> None:
+    product = await session.get(Product, product_id)
+    if product is None or product.status is not ProductStatus.active or not product.cooperative_active:
+        raise Invalid("This product is not for sale.", field=f"lines.{index}.product_id")
+    raise Conflict(
+        f"Only {product.stock} left in stock.", field=f"lines.{index}.quantity",
+        reason="out-of-stock", available=product.stock, requested=quantity,
+    )
+
+
+async def release(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> None:
+    """Return reserved units to stock (an order cancelled, expired or refused)."""
+    for product_id, quantity in sorted(items, key=lambda x: str(x[0])):
+        await session.execute(
+            update(Product)
+            .where(Product.id == product_id)
+            .values(stock=Product.stock + quantity, reserved=Product.reserved - quantity)
+        )
+
+
+async def mark_sold(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> None:
+    """Reserved units are sold (paid, or cash collected): they count for best-selling."""
+    for product_id, quantity in sorted(items, key=lambda x: str(x[0])):
+        await session.execute(
+            update(Product)
+            .where(Product.id == product_id)
+            .values(reserved=Product.reserved - quantity, sold_count=Product.sold_count + quantity)
+        )
+
+
+async def unsell(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> None:
+    """Sold units come back (a paid order cancelled before shipment)."""
+    for product_id, quantity in sorted(items, key=lambda x: str(x[0])):
+        await session.execute(
+            update(Product)
+            .where(Product.id == product_id)
+            .values(stock=Product.stock + quantity, sold_count=Product.sold_count - quantity)
+        )
+
+
+async def shares_in_force(
+    session: AsyncSession, product_ids: list[uuid.UUID], at: datetime
+) -> dict[uuid.UUID, ShareSnapshot]:
+    """The share set in force at `at` for each product, in two queries."""
+    latest = (
+        select(ShareSet.id, ShareSet.product_id, ShareSet.effective_from)
+        .where(ShareSet.product_id.in_(product_ids), ShareSet.effective_from <= at)
+        .order_by(ShareSet.product_id, ShareSet.effective_from.desc(), ShareSet.id.desc())
+        .ext(distinct_on(ShareSet.product_id))
+    )
+    sets = (await session.execute(latest)).all()
+    found: dict[uuid.UUID, ShareSnapshot] = {p: ShareSnapshot(None, None, []) for p in product_ids}
+    if not sets:
+        return found
+    entries = (
+        await session.execute(
+            select(ShareEntry.set_id, ShareEntry.household_id, ShareEntry.basis_points)
+            .where(ShareEntry.set_id.in_([s.id for s in sets]))
+            .order_by(ShareEntry.set_id, ShareEntry.household_id)
+        )
+    ).all()
+    by_set: dict[uuid.UUID, list[Share]] = {}
+    for set_id, household_id, basis_points in entries:
+        by_set.setdefault(set_id, []).append(Share(household_id, basis_points))
+    for set_id, product_id, effective_from in sets:
+        found[product_id] = ShareSnapshot(set_id, effective_from, by_set.get(set_id, []))
+    return found
 
 
 # --- the public catalogue -------------------------------------------------

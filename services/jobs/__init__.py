@@ -1,0 +1,1 @@
+"""Background jobs on PostgreSQL: a transactional queue, retries, leases and periodic tasks."""

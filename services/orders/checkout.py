@@ -1,0 +1,159 @@
+"""Placing an order: validate the cart, reserve stock, split per cooperative, snapshot shares."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services import money
+from services.catalog import service as catalog
+from services.errors import Invalid, NotFound
+from services.orders.models import (
+    DeliveryType,
+    Fulfilment,
+    FulfilmentStatus,
+    Order,
+    OrderEvent,
+    OrderLine,
+    OrderStatus,
+    PaymentMethod,
+)
+from services.payments.models import Payment, PaymentState, Provider
+from services.regions.service import get_site
+from services.users.models import User
+
+MAX_LINES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    product_id: uuid.UUID
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    type: DeliveryType
+    address: dict[str, Any] | None = None
+    site_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeePolicy:
+    """Platform fee in basis points of a line's gross amount."""
+
+    standard_bp: int = 500
+    certified_bp: int = 300
+
+    def for_line(self, certified: bool) -> int:
+        return self.certified_bp if certified else self.standard_bp
+
+
+@dataclass(frozen=True, slots=True)
+class Cart:
+    lines: list[CartLine]
+    delivery: Delivery
+    payment_method: PaymentMethod
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _merge(lines: list[CartLine]) -> list[tuple[uuid.UUID, int]]:
+    """One entry per product, in the cart's order; repeated products add up."""
+    totals: dict[uuid.UUID, int] = {}
+    for line in lines:
+        totals[line.product_id] = totals.get(line.product_id, 0) + line.quantity
+    return list(totals.items())
+
+
+async def place_order(
+    session: AsyncSession, buyer: User, cart: Cart, *, fees: FeePolicy, now: datetime,
+    reservation: timedelta,
+) -> Order:
+    """Create the order, its fulfilments, lines and payment record, with stock reserved.
+
+    Runs in the caller's transaction: nothing of it exists unless all of it does.
+    """
+    if not cart.lines:
+        raise Invalid("A cart has at least one line.", field="lines")
+    wanted = _merge(cart.lines)
+    if len(wanted) > MAX_LINES:
+        raise Invalid(f"At most {MAX_LINES} different products per order.", field="lines")
+    if cart.delivery.type is DeliveryType.pickup:
+        if cart.delivery.site_id is None:
+            raise Invalid("A pickup names its service site.", field="delivery.site_id")
+        try:
+            site = await get_site(session, cart.delivery.site_id)
+        except NotFound as exc:
+            raise Invalid("No such service site.", field="delivery.site_id") from exc
+        if not site.active:
+            raise Invalid("This service site does not take parcels.", field="delivery.site_id")
+
+    reserved = await catalog.reserve(session, wanted, today=now.date())
+    currencies = {r.currency for r in reserved.values()}
+    if len(currencies) != 1:
+        raise Invalid("All products of one order are priced in one currency.", field="lines")
+    currency = currencies.pop()
+    shares = await catalog.shares_in_force(session, [p for p, _ in wanted], now)
+
+    stripe = cart.payment_method is PaymentMethod.stripe
+    order = Order(
+        id=uuid.uuid4(), buyer_id=buyer.id, payment_method=cart.payment_method,
+        status=OrderStatus.awaiting_payment if stripe else OrderStatus.confirmed,
+        currency=currency, items_fen=0, fee_fen=0, total_fen=0,
+        delivery_type=cart.delivery.type, delivery_address=cart.delivery.address,
+        pickup_site_id=cart.delivery.site_id, reserved_until=now + reservation if stripe else None,
+        created_at=now, updated_at=now,
+    )
+    session.add(order)
+    # No ORM relationships tie these tables, so flush in foreign-key order by hand.
+    await session.flush()
+    fulfilments: dict[uuid.UUID, Fulfilment] = {}
+    items: dict[uuid.UUID, int] = defaultdict(int)
+    lines: list[OrderLine] = []
+    for position, (product_id, quantity) in enumerate(wanted):
+        product = reserved[product_id]
+        fulfilment = fulfilments.get(product.cooperative_id)
+        if fulfilment is None:
+            fulfilment = Fulfilment(
+                id=uuid.uuid4(), order_id=order.id, cooperative_id=product.cooperative_id,
+                county_code=product.county_code, items_fen=0,
+                status=FulfilmentStatus.awaiting_payment if stripe else FulfilmentStatus.ready,
+                created_at=now, updated_at=now,
+            )
+            fulfilments[product.cooperative_id] = fulfilment
+        gross = product.price_fen * quantity
+        fee_bp = fees.for_line(product.certified)
+        snapshot = shares[product_id]
+        lines.append(OrderLine(
+            id=uuid.uuid4(), order_id=order.id, fulfilment_id=fulfilment.id, position=position,
+            product_id=product_id, cooperative_id=product.cooperative_id,
+            county_code=product.county_code, title=product.title, unit=product.unit,
+            unit_price_fen=product.price_fen, quantity=quantity, gross_fen=gross,
+            certified=product.certified, fee_bp=fee_bp, fee_fen=money.fee(gross, fee_bp),
+            share_set_id=snapshot.set_id,
+            shares=[{"household_id": str(s.household_id), "basis_points": s.basis_points}
+                    for s in snapshot.shares],
+            shares_at=now,
+        ))
+        items[product.cooperative_id] += gross
+    for cooperative_id, fulfilment in fulfilments.items():
+        fulfilment.items_fen = items[cooperative_id]
+    order.items_fen = sum(line.gross_fen for line in lines)
+    order.fee_fen = sum(line.fee_fen for line in lines)
+    order.total_fen = order.items_fen
+    session.add_all(fulfilments.values())
+    await session.flush()
+    session.add_all(lines)
+    session.add(Payment(
+        order_id=order.id, provider=Provider.stripe if stripe else Provider.cash,
+        state=PaymentState.pending, amount_fen=order.total_fen, currency=currency,
+    ))
+    session.add(OrderEvent(order_id=order.id, from_status=None, to_status=order.status.value,
+                           reason="checkout", actor_id=buyer.id, at=now))
+    await session.flush()
+    return order

@@ -1,0 +1,194 @@
+"""Reading orders within scope, and the moves payments and buyers make on them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import exists, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.catalog import service as catalog
+from services.errors import NotFound
+from services.orders import states
+from services.orders.models import (
+    Fulfilment,
+    FulfilmentStatus,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PaymentStatus,
+)
+from services.pagination import Page, decode_cursor, page_of
+from services.payments.models import Payment
+from services.users import access
+from services.users.models import Role, User
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    """An order as one caller may see it: managers see only their own fulfilments."""
+
+    order: Order
+    fulfilments: list[Fulfilment]
+    lines: list[OrderLine]
+    payment: Payment | None
+
+
+async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order:
+    order = (
+        await session.scalars(
+            select(Order).where(Order.id == order_id).with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
+    if order is None:
+        raise NotFound("No such order.")
+    return order
+
+
+async def order_lines(session: AsyncSession, order_id: uuid.UUID) -> list[OrderLine]:
+    return list((await session.scalars(
+        select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.position)
+        .execution_options(populate_existing=True)
+    )).all())
+
+
+async def view(session: AsyncSession, order: Order, *, cooperative_id: uuid.UUID | None = None
+               ) -> OrderView:
+    # Columns the database sets on update (updated_at) are reloaded, not lazily fetched.
+    await session.refresh(order)
+    fulfilments = list((await session.scalars(
+        select(Fulfilment).where(Fulfilment.order_id == order.id).order_by(Fulfilment.created_at,
+                                                                           Fulfilment.id)
+        .execution_options(populate_existing=True)
+    )).all())
+    lines = await order_lines(session, order.id)
+    payment = (await session.scalars(
+        select(Payment).where(Payment.order_id == order.id)
+        .execution_options(populate_existing=True)
+    )).one_or_none()
+    if cooperative_id is not None:
+        fulfilments = [f for f in fulfilments if f.cooperative_id == cooperative_id]
+        lines = [line for line in lines if line.cooperative_id == cooperative_id]
+        payment = None
+    return OrderView(order, fulfilments, lines, payment)
+
+
+async def get_for(session: AsyncSession, actor: User, order_id: uuid.UUID) -> OrderView:
+    """Buyers read their own orders, managers orders with one of their fulfilments, admins all.
+
+    Anything else is a 404, so that order ids reveal nothing.
+    """
+    order = await session.get(Order, order_id, populate_existing=True)
+    if order is None:
+        raise NotFound("No such order.")
+    if actor.role is Role.admin:
+        return await view(session, order)
+    if actor.role is Role.buyer and order.buyer_id == actor.id:
+        return await view(session, order)
+    if actor.role is Role.manager and actor.cooperative_id is not None:
+        shown = await view(session, order, cooperative_id=actor.cooperative_id)
+        if shown.fulfilments:
+            return shown
+    raise NotFound("No such order.")
+
+
+async def list_for(
+    session: AsyncSession, actor: User, *, status: OrderStatus | None, limit: int,
+    cursor: str | None,
+) -> Page[Order]:
+    stmt = select(Order).order_by(Order.created_at.desc(), Order.id.desc())
+    if actor.role is Role.manager and actor.cooperative_id is not None:
+        stmt = stmt.where(exists().where(Fulfilment.order_id == Order.id,
+                                         Fulfilment.cooperative_id == actor.cooperative_id))
+    elif actor.role is not Role.admin:
+        stmt = stmt.where(Order.buyer_id == actor.id)
+    if status is not None:
+        stmt = stmt.where(Order.status == status)
+    if cursor:
+        created, after = decode_cursor(cursor, "orders", datetime.fromisoformat, uuid.UUID)
+        stmt = stmt.where(tuple_(Order.created_at, Order.id) < tuple_(created, after))
+    return await page_of(session, stmt, limit=limit, kind="orders",
+                         key=lambda o: [o.created_at.isoformat(), str(o.id)])
+
+
+async def fulfilment_queue(
+    session: AsyncSession, actor: User, cooperative_id: uuid.UUID, *,
+    status: FulfilmentStatus | None, limit: int, cursor: str | None,
+) -> Page[Fulfilment]:
+    access.ensure_role(actor, Role.admin, Role.manager)
+    access.ensure_cooperative(actor, cooperative_id)
+    stmt = (
+        select(Fulfilment)
+        .where(Fulfilment.cooperative_id == cooperative_id)
+        .order_by(Fulfilment.created_at.desc(), Fulfilment.id.desc())
+    )
+    if status is not None:
+        stmt = stmt.where(Fulfilment.status == status)
+    if cursor:
+        created, after = decode_cursor(cursor, "fulfilments", datetime.fromisoformat, uuid.UUID)
+        stmt = stmt.where(tuple_(Fulfilment.created_at, Fulfilment.id) < tuple_(created, after))
+    return await page_of(session, stmt, limit=limit, kind="fulfilments",
+                         key=lambda f: [f.created_at.isoformat(), str(f.id)])
+
+
+def _items(lines: list[OrderLine]) -> list[tuple[uuid.UUID, int]]:
+    return [(line.product_id, line.quantity) for line in lines]
+
+
+async def _set_fulfilments(session: AsyncSession, order_id: uuid.UUID,
+                           status: FulfilmentStatus, now: datetime) -> None:
+    await session.execute(
+        update(Fulfilment)
+        .where(Fulfilment.order_id == order_id,
+               Fulfilment.status.in_([FulfilmentStatus.awaiting_payment, FulfilmentStatus.ready]))
+        .values(status=status, updated_at=now)
+    )
+
+
+async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
+    """A Stripe payment succeeded: the order proceeds, reserved stock counts as sold.
+
+    The share snapshot is taken again at the moment of payment: a sale keeps the
+    shares in force when it was paid (DESIGN), and they may have changed since checkout.
+    """
+    order.paid_fen = amount
+    order.paid_at = now
+    order.payment_status = PaymentStatus.paid
+    order.reserved_until = None
+    states.move(session, order, OrderStatus.confirmed, reason="payment succeeded",
+                actor_id=None, now=now)
+    await _set_fulfilments(session, order.id, FulfilmentStatus.ready, now)
+    lines = await order_lines(session, order.id)
+    await catalog.mark_sold(session, _items(lines))
+    snapshots = await catalog.shares_in_force(session, [line.product_id for line in lines], now)
+    for line in lines:
+        snapshot = snapshots[line.product_id]
+        line.share_set_id = snapshot.set_id
+        line.shares = [{"household_id": str(s.household_id), "basis_points": s.basis_points}
+                       for s in snapshot.shares]
+        line.shares_at = now
+
+
+async def cancel(
+    session: AsyncSession, order: Order, *, reason: str, actor_id: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    """Cancel an order not yet shipped and give its goods back to stock, exactly once.
+
+    The caller holds the order's row lock; the state machine refuses a second
+    cancellation, so stock can never be returned twice.
+    """
+    sold = order.payment_status is not PaymentStatus.unpaid
+    states.move(session, order, OrderStatus.cancelled, reason=reason, actor_id=actor_id, now=now)
+    order.cancelled_at = now
+    order.cancel_reason = reason
+    order.reserved_until = None
+    await _set_fulfilments(session, order.id, FulfilmentStatus.cancelled, now)
+    items = _items(await order_lines(session, order.id))
+    if sold:
+        await catalog.unsell(session, items)
+    else:
+        await catalog.release(session, items)

@@ -1,0 +1,1 @@
+"""Payments: Stripe PaymentIntents, cash on delivery, refunds, and the Stripe webhook inbox."""

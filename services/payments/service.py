@@ -1,0 +1,466 @@
+"""PaymentIntents for orders, Stripe events applied forward-only, and refunds.
+
+A Stripe call never happens inside a transaction that holds stock or order
+locks on the buyer's path: checkout commits the order first, then asks Stripe
+for the intent (with the idempotency key `order:{id}:pi`, so a retry never makes
+a second one), then records it. Refunds are written first (pending, with a job
+in the outbox) and executed against Stripe by that job, or inline at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services import money
+from services.errors import Conflict, Invalid, NotFound
+from services.orders import service as orders
+from services.orders.models import Order, OrderLine, OrderStatus, PaymentMethod, PaymentStatus
+from services.payments.models import (
+    Payment,
+    PaymentState,
+    Provider,
+    Refund,
+    RefundState,
+    StripeEvent,
+)
+from services.payments.stripe import Event, Intent, ProviderError, ProviderRejected, StripeGateway
+from services.users import access
+from services.users.models import Role, User
+
+logger = logging.getLogger(__name__)
+
+REFUND_JOB = "payments.execute_refund"
+CANCEL_INTENT_JOB = "payments.cancel_intent"
+
+
+def intent_key(order_id: uuid.UUID) -> str:
+    return f"order:{order_id}:pi"
+
+
+async def payment_of(session: AsyncSession, order_id: uuid.UUID, *, lock: bool = False
+                     ) -> Payment:
+    stmt = select(Payment).where(Payment.order_id == order_id).execution_options(
+        populate_existing=True)
+    if lock:
+        stmt = stmt.with_for_update()
+    payment = (await session.scalars(stmt)).one_or_none()
+    if payment is None:
+        raise NotFound("This order has no payment.")
+    return payment
+
+
+async def request_intent(gateway: StripeGateway, order: Order) -> Intent:
+    """Ask Stripe for the order's PaymentIntent; the same order always gets the same one."""
+    return await gateway.create_payment_intent(
+        amount=order.total_fen, currency=order.currency,
+        metadata={"order_id": str(order.id)}, idempotency_key=intent_key(order.id),
+    )
+
+
+async def record_intent(session: AsyncSession, order_id: uuid.UUID, intent: Intent) -> Payment:
+    payment = await payment_of(session, order_id, lock=True)
+    if payment.provider_payment_id is None:
+        payment.provider_payment_id = intent.id
+    elif payment.provider_payment_id != intent.id:
+        raise Conflict("This order is bound to another PaymentIntent.", reason="intent-mismatch")
+    return payment
+
+
+# --- Stripe events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    duplicate: bool
+    outcome: str
+
+
+async def receive_event(
+    session: AsyncSession, event: Event, *, now: datetime, enqueue: Any
+) -> Received:
+    """Store the event once by its id and apply it in the same transaction.
+
+    `enqueue(session, kind, payload, dedupe_key=...)` puts follow-up work (a refund
+    for a payment that arrived after its order expired) in the outbox.
+    """
+    inserted = (
+        await session.execute(
+            insert(StripeEvent)
+            .values(id=event.id, type=event.type, object_id=event.object_id,
+                    created=event.created, livemode=event.livemode, payload=event.payload,
+                    outcome="received", received_at=now)
+            .on_conflict_do_nothing(index_elements=[StripeEvent.id])
+            .returning(StripeEvent.id)
+        )
+    ).first()
+    if inserted is None:
+        return Received(duplicate=True, outcome="duplicate")
+    handler = _HANDLERS.get(event.type)
+    outcome = "ignored" if handler is None else await handler(session, event, now, enqueue)
+    row = await session.get(StripeEvent, event.id)
+    assert row is not None
+    row.outcome = outcome
+    return Received(duplicate=False, outcome=outcome)
+
+
+async def _payment_for_intent(session: AsyncSession, obj: dict[str, Any]) -> Payment | None:
+    intent_id = obj.get("id") if obj.get("object") == "payment_intent" else obj.get(
+        "payment_intent")
+    if not intent_id:
+        return None
+    payment = (await session.scalars(
+        select(Payment).where(Payment.provider_payment_id == str(intent_id))
+        .with_for_update().execution_options(populate_existing=True)
+    )).one_or_none()
+    if payment is None:
+        # The intent may be recorded after Stripe already reported on it: find it by order.
+        order_id = (obj.get("metadata") or {}).get("order_id")
+        if order_id:
+            try:
+                payment = await payment_of(session, uuid.UUID(str(order_id)), lock=True)
+            except (ValueError, NotFound):
+                return None
+            if payment.provider_payment_id not in (None, intent_id):
+                return None
+            payment.provider_payment_id = str(intent_id)
+    return payment
+
+
+async def _on_succeeded(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
+    payment = await _payment_for_intent(session, event.object)
+    if payment is None:
+        return "unknown-intent"
+    if payment.state is PaymentState.succeeded:
+        return "already-succeeded"
+    order = await orders.lock_order(session, payment.order_id)
+    amount = int(event.object.get("amount_received") or event.object.get("amount") or 0)
+    payment.state = PaymentState.succeeded
+    payment.succeeded_at = event.created
+    if order.status is OrderStatus.awaiting_payment:
+        await orders.confirm_paid(session, order, amount=amount, now=now)
+        return "order-confirmed"
+    # The money arrived for an order that is no longer waiting (it expired or was
+    # cancelled meanwhile): record it, and give it straight back.
+    order.paid_fen = amount
+    order.paid_at = event.created
+    order.payment_status = PaymentStatus.paid
+    refund = await _new_refund(session, order, payment, amount=amount,
+                               reason="payment arrived after the order was cancelled",
+                               actor=None, allocation=[])
+    await enqueue(session, REFUND_JOB, {"refund_id": str(refund.id)},
+                  dedupe_key=f"refund:{refund.id}")
+    return "late-payment-refunded"
+
+
+async def _on_failed(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
+    payment = await _payment_for_intent(session, event.object)
+    if payment is None:
+        return "unknown-intent"
+    if payment.state is not PaymentState.pending:
+        return "stale"  # a failure reported after the payment succeeded changes nothing
+    error = event.object.get("last_payment_error") or {}
+    payment.failures += 1
+    payment.last_failure = str(error.get("message") or error.get("code") or "payment failed")
+    # The buyer may try another card until the reservation expires.
+    return "failure-recorded"
+
+
+async def _on_canceled(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
+    payment = await _payment_for_intent(session, event.object)
+    if payment is None:
+        return "unknown-intent"
+    if payment.state is not PaymentState.pending:
+        return "stale"
+    payment.state = PaymentState.canceled
+    order = await orders.lock_order(session, payment.order_id)
+    if order.status is OrderStatus.awaiting_payment:
+        await orders.cancel(session, order, reason="payment intent canceled", actor_id=None,
+                            now=now)
+        return "order-cancelled"
+    return "payment-canceled"
+
+
+async def _on_refund(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
+    obj = event.object
+    refund = (await session.scalars(
+        select(Refund).where(Refund.provider_refund_id == str(obj.get("id")))
+        .with_for_update().execution_options(populate_existing=True)
+    )).one_or_none()
+    status = str(obj.get("status"))
+    if refund is None:
+        payment = await _payment_for_intent(session, obj)
+        if payment is None or status != "succeeded":
+            return "unknown-refund"
+        order = await orders.lock_order(session, payment.order_id)
+        amount = int(obj.get("amount") or 0)
+        refund = await _new_refund(session, order, payment, amount=amount,
+                                   reason="refunded in Stripe", actor=None, allocation=None)
+        refund.provider_refund_id = str(obj.get("id"))
+        await _settle_refund(session, refund, RefundState.succeeded)
+        return "external-refund-recorded"
+    target = {"succeeded": RefundState.succeeded, "failed": RefundState.failed,
+              "canceled": RefundState.canceled}.get(status)
+    if target is None or refund.state is not RefundState.pending:
+        return "stale"
+    await _settle_refund(session, refund, target)
+    return f"refund-{target.value}"
+
+
+async def _on_charge_refunded(session: AsyncSession, event: Event, now: datetime,
+                              enqueue: Any) -> str:
+    """A charge was refunded: settle our pending refunds on it; record any made in Stripe."""
+    payment = await _payment_for_intent(session, event.object)
+    if payment is None:
+        return "unknown-intent"
+    refunds = list((await session.scalars(
+        select(Refund).where(Refund.payment_id == payment.id).with_for_update()
+        .execution_options(populate_existing=True)
+    )).all())
+    refunded = int(event.object.get("amount_refunded") or 0)
+    settled = sum(r.amount_fen for r in refunds if r.state is RefundState.succeeded)
+    for refund in refunds:
+        if refund.state is RefundState.pending and settled + refund.amount_fen <= refunded:
+            await _settle_refund(session, refund, RefundState.succeeded)
+            settled += refund.amount_fen
+    pending = sum(r.amount_fen for r in refunds if r.state is RefundState.pending)
+    if refunded > settled + pending:
+        order = await orders.lock_order(session, payment.order_id)
+        extra = await _new_refund(session, order, payment, amount=refunded - settled - pending,
+                                  reason="refunded in Stripe", actor=None, allocation=None)
+        await _settle_refund(session, extra, RefundState.succeeded)
+        return "external-refund-recorded"
+    return "refunds-settled"
+
+
+async def _on_dispute(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
+    payment = await _payment_for_intent(session, event.object)
+    if payment is None:
+        return "unknown-intent"
+    order = await orders.lock_order(session, payment.order_id)
+    order.settlement_hold = True
+    order.updated_at = now
+    return "settlement-held"
+
+
+_HANDLERS = {
+    "payment_intent.succeeded": _on_succeeded,
+    "payment_intent.payment_failed": _on_failed,
+    "payment_intent.canceled": _on_canceled,
+    "refund.created": _on_refund,
+    "refund.updated": _on_refund,
+    "refund.failed": _on_refund,
+    "charge.refunded": _on_charge_refunded,
+    "charge.dispute.created": _on_dispute,
+}
+
+
+# --- refunds -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LineRefund:
+    line_id: uuid.UUID
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """Either lines and quantities, or an amount (spread over the lines in proportion)."""
+
+    lines: list[LineRefund] | None = None
+    amount_fen: int | None = None
+    reason: str = "refund"
+
+
+async def committed_refunds(session: AsyncSession, order_id: uuid.UUID) -> int:
+    """Money already refunded or on its way back: pending refunds count too."""
+    total = (await session.execute(
+        select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
+            Refund.order_id == order_id,
+            Refund.state.in_([RefundState.pending, RefundState.succeeded]))
+    )).scalar_one()
+    return int(total)
+
+
+async def _new_refund(
+    session: AsyncSession, order: Order, payment: Payment, *, amount: int, reason: str,
+    actor: User | None, allocation: list[dict[str, Any]] | None,
+) -> Refund:
+    """A pending refund whose amount falls on the order's lines (by the given allocation,
+    or in proportion to what each line can still give back)."""
+    lines = await orders.order_lines(session, order.id)
+    if allocation is None or not allocation:
+        room = [line.gross_fen - line.refunded_fen for line in lines]
+        amount = min(amount, sum(room))
+        parts = money.allocate(amount, room) if amount else [0] * len(lines)
+        allocation = [{"line_id": str(line.id), "quantity": 0, "amount_fen": part}
+                      for line, part in zip(lines, parts, strict=True) if part]
+    by_id = {str(line.id): line for line in lines}
+    for part in allocation:
+        line = by_id[part["line_id"]]
+        line.refunded_fen += int(part["amount_fen"])
+        line.refunded_quantity += int(part["quantity"])
+    refund = Refund(id=uuid.uuid4(), order_id=order.id, payment_id=payment.id, amount_fen=amount,
+                    currency=order.currency, state=RefundState.pending, reason=reason,
+                    allocation=allocation, requested_by=actor.id if actor else None)
+    session.add(refund)
+    await session.flush()
+    return refund
+
+
+async def _settle_refund(session: AsyncSession, refund: Refund, state: RefundState) -> None:
+    """A refund reached its final state: money counts as returned, or the lines get it back."""
+    refund.state = state
+    order = await orders.lock_order(session, refund.order_id)
+    if state is RefundState.succeeded:
+        order.refunded_fen += refund.amount_fen
+        order.payment_status = (PaymentStatus.refunded if order.refunded_fen >= order.paid_fen
+                                else PaymentStatus.partially_refunded)
+        return
+    lines = {str(line.id): line for line in await orders.order_lines(session, order.id)}
+    for part in refund.allocation:
+        line = lines[part["line_id"]]
+        line.refunded_fen -= int(part["amount_fen"])
+        line.refunded_quantity -= int(part["quantity"])
+
+
+def _ensure_may_refund(actor: User, order: Order, lines: list[OrderLine]) -> list[OrderLine]:
+    """Admins refund anything; a manager only the lines of their own cooperative."""
+    if actor.role is Role.admin:
+        return lines
+    access.ensure_role(actor, Role.manager)
+    own = [line for line in lines if line.cooperative_id == actor.cooperative_id]
+    if not own:
+        raise NotFound("No such order.")
+    return own
+
+
+async def request_refund(
+    session: AsyncSession, actor: User, order_id: uuid.UUID, spec: RefundRequest, *,
+    now: datetime, enqueue: Any,
+) -> Refund:
+    """Write a pending refund and its job; never more than was paid, across all refunds."""
+    order = await orders.lock_order(session, order_id)
+    lines = await orders.order_lines(session, order.id)
+    mine = _ensure_may_refund(actor, order, lines)
+    return await refund_lines(session, order, mine, spec, requested_by=actor, enqueue=enqueue)
+
+
+async def refund_lines(
+    session: AsyncSession, order: Order, mine: list[OrderLine], spec: RefundRequest, *,
+    requested_by: User | None, enqueue: Any,
+) -> Refund:
+    """Refund part of an order, limited to the lines given (the caller's share of it)."""
+    payment = await payment_of(session, order.id, lock=True)
+    if order.paid_fen == 0:
+        raise Conflict("Nothing has been paid on this order yet.", reason="not-paid")
+    if (spec.lines is None) == (spec.amount_fen is None):
+        raise Invalid("Give either lines or an amount.", field="lines")
+    allocation: list[dict[str, Any]] = []
+    if spec.lines is not None:
+        by_id = {line.id: line for line in mine}
+        for index, wanted in enumerate(spec.lines):
+            line = by_id.get(wanted.line_id)
+            if line is None:
+                raise Invalid("No such line in your part of this order.",
+                              field=f"lines.{index}.line_id")
+            if wanted.quantity > line.quantity - line.refunded_quantity:
+                raise Conflict("More than is left to refund on this line.",
+                               field=f"lines.{index}.quantity", reason="refund-exceeds-line")
+            # The line's money per unit, exactly: the last unit carries the rounding.
+            left = line.quantity - line.refunded_quantity
+            room = line.gross_fen - line.refunded_fen
+            part = room if wanted.quantity == left else line.unit_price_fen * wanted.quantity
+            allocation.append({"line_id": str(line.id), "quantity": wanted.quantity,
+                               "amount_fen": min(part, room)})
+        amount = sum(int(a["amount_fen"]) for a in allocation)
+    else:
+        assert spec.amount_fen is not None
+        amount = spec.amount_fen
+        room = [line.gross_fen - line.refunded_fen for line in mine]
+        if amount > sum(room):
+            raise Conflict("More than is left to refund on these lines.", field="amount_fen",
+                           reason="refund-exceeds-paid")
+        parts = money.allocate(amount, room)
+        allocation = [{"line_id": str(line.id), "quantity": 0, "amount_fen": part}
+                      for line, part in zip(mine, parts, strict=True) if part]
+    if amount <= 0:
+        raise Invalid("A refund returns a positive amount.", field="amount_fen")
+    if amount > order.paid_fen - await committed_refunds(session, order.id):
+        raise Conflict("Refunds would exceed what was paid.", field="amount_fen",
+                       reason="refund-exceeds-paid")
+    refund = await _new_refund(session, order, payment, amount=amount, reason=spec.reason,
+                               actor=requested_by, allocation=allocation)
+    if payment.provider is Provider.cash:
+        # Cash goes back by hand at the site or the door: recorded as returned now.
+        await _settle_refund(session, refund, RefundState.succeeded)
+    else:
+        await enqueue(session, REFUND_JOB, {"refund_id": str(refund.id)},
+                      dedupe_key=f"refund:{refund.id}")
+    return refund
+
+
+async def execute_refund(session: AsyncSession, gateway: StripeGateway | None,
+                         refund_id: uuid.UUID) -> Refund:
+    """Send a pending refund to Stripe (idempotent: key `refund:{id}`) and record the answer."""
+    refund = (await session.scalars(
+        select(Refund).where(Refund.id == refund_id).with_for_update()
+        .execution_options(populate_existing=True)
+    )).one_or_none()
+    if refund is None:
+        raise NotFound("No such refund.")
+    if refund.state is not RefundState.pending or refund.provider_refund_id is not None:
+        return refund
+    if gateway is None:
+        raise RuntimeError("Stripe is not configured; the refund waits until it is.")
+    payment = await session.get(Payment, refund.payment_id)
+    assert payment is not None and payment.provider_payment_id is not None
+    try:
+        result = await gateway.create_refund(
+            payment_intent=payment.provider_payment_id, amount=refund.amount_fen,
+            idempotency_key=f"refund:{refund.id}", metadata={"order_id": str(refund.order_id),
+                                                             "refund_id": str(refund.id)},
+        )
+    except ProviderRejected as exc:
+        # Stripe said no for good (not "try later"): the refund failed and the lines
+        # get their refundable room back. ProviderError propagates: the job retries.
+        logger.warning("refund rejected by Stripe",
+                       extra={"refund_id": str(refund.id), "error": str(exc)})
+        await _settle_refund(session, refund, RefundState.failed)
+        return refund
+    refund.provider_refund_id = result.id
+    if result.status == "succeeded":
+        await _settle_refund(session, refund, RefundState.succeeded)
+    elif result.status in ("failed", "canceled"):
+        await _settle_refund(session, refund, RefundState(result.status))
+    return refund
+
+
+async def run_refund_now(
+    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway | None,
+    refund_id: uuid.UUID,
+) -> None:
+    """Best effort at once, so the answer usually shows the outcome; the job retries."""
+    if gateway is None:
+        return
+    try:
+        async with sessionmaker() as session, session.begin():
+            await execute_refund(session, gateway, refund_id)
+    except ProviderError as exc:
+        logger.warning("refund deferred to the job", extra={"refund_id": str(refund_id),
+                                                           "error": repr(exc)})
+
+
+def ensure_stripe_order(order: Order) -> None:
+    if order.payment_method is not PaymentMethod.stripe:
+        raise Conflict("This order is paid on delivery.", reason="not-a-stripe-order")
+
+
