@@ -120,6 +120,11 @@ async def _work(settings: Settings, concurrency: int) -> None:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
+    from app.main import stripe_gateway
+    from services.payments.jobs import use_gateway
+
+    gateway = stripe_gateway(settings)
+    use_gateway(gateway)
     try:
         await upgrade(engine)
         job_worker = Worker(session_factory(engine), load_handlers(), concurrency=concurrency)
@@ -137,6 +142,8 @@ async def _work(settings: Settings, concurrency: int) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await running
     finally:
+        if gateway is not None:
+            await gateway.aclose()
         await engine.dispose()
 
 

@@ -31,6 +31,7 @@ from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
 from services.db import create_engine, session_factory
 from services.jobs.service import Worker, load_handlers
+from services.payments import jobs as payment_jobs
 from services.payments.stripe import StripeConfig, StripeGateway
 
 logger = logging.getLogger(__name__)
@@ -51,10 +52,14 @@ def stripe_gateway(settings: Settings) -> StripeGateway | None:
     """Stripe when both keys are set; without them cash on delivery still works."""
     if not (settings.stripe_secret_key and settings.stripe_webhook_secret):
         return None
-    return StripeGateway(StripeConfig(
-        api_key=settings.stripe_secret_key, webhook_secret=settings.stripe_webhook_secret,
-        api_base=settings.stripe_api_base, timeout_seconds=settings.stripe_timeout_seconds,
-    ))
+    return StripeGateway(
+        StripeConfig(
+            api_key=settings.stripe_secret_key,
+            webhook_secret=settings.stripe_webhook_secret,
+            api_base=settings.stripe_api_base,
+            timeout_seconds=settings.stripe_timeout_seconds,
+        )
+    )
 
 
 @asynccontextmanager
@@ -115,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.sessionmaker = session_factory(app.state.engine)
     app.state.stripe = stripe_gateway(settings)
+    # Background jobs of this process (refunds, intent cancellation) reach Stripe here.
+    payment_jobs.use_gateway(app.state.stripe)
 
     errors.install(app)
     openapi.install(app)

@@ -64,10 +64,12 @@ class Settings(BaseSettings):
         default=900, description="Window over which failed logins are counted, in seconds."
     )
     db_pool_size: PositiveInt = Field(
-        default=10, description="Database connections kept per API process."
+        default=20, description="Database connections kept per API process."
     )
     db_max_overflow: int = Field(
-        default=10, ge=0, description="Extra connections allowed above the pool size."
+        default=5,
+        ge=0,
+        description="Extra connections allowed above the pool size (closed when returned).",
     )
     stripe_secret_key: str | None = Field(
         default=None,
@@ -87,7 +89,9 @@ class Settings(BaseSettings):
         default=500, ge=0, le=10_000, description="Platform fee per order line, basis points."
     )
     platform_fee_bp_certified: int = Field(
-        default=300, ge=0, le=10_000,
+        default=300,
+        ge=0,
+        le=10_000,
         description="Platform fee for certified poverty-alleviation products, basis points.",
     )
     reservation_minutes: PositiveInt = Field(

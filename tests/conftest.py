@@ -12,9 +12,9 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -149,12 +149,14 @@ def fake_stripe() -> Iterator[Any]:
 def stripe_settings(settings: Settings, fake_stripe: Any) -> Settings:
     from tests.orders_helpers import WEBHOOK_SECRET
 
-    return settings.model_copy(update={
-        "stripe_secret_key": "sk_test_marketplace",
-        "stripe_webhook_secret": WEBHOOK_SECRET,
-        "stripe_api_base": fake_stripe.url,
-        "stripe_timeout_seconds": 2.0,
-    })
+    return settings.model_copy(
+        update={
+            "stripe_secret_key": "sk_test_marketplace",
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "stripe_api_base": fake_stripe.url,
+            "stripe_timeout_seconds": 2.0,
+        }
+    )
 
 
 @pytest.fixture

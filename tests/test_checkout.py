@@ -32,17 +32,25 @@ async def shelf(world) -> dict[str, Any]:
 
 
 async def stock_of(session, product) -> tuple[int, int, int]:
-    row = (await session.execute(
-        select(Product.stock, Product.reserved, Product.sold_count).where(Product.id == product.id)
-        .execution_options(populate_existing=True))).one()
+    row = (
+        await session.execute(
+            select(Product.stock, Product.reserved, Product.sold_count)
+            .where(Product.id == product.id)
+            .execution_options(populate_existing=True)
+        )
+    ).one()
     return row.stock, row.reserved, row.sold_count
 
 
-async def test_cod_checkout_splits_per_cooperative_and_reserves_stock(client, users, shelf,
-                                                                      session):
+async def test_cod_checkout_splits_per_cooperative_and_reserves_stock(
+    client, users, shelf, session
+):
     buyer = await users.make(Role.buyer)
-    response = await client.post("/v1/checkout", headers=users.auth(buyer) | key(),
-                                 json=cart((shelf["chicken"], 2), (shelf["tea"], 1)))
+    response = await client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 2), (shelf["tea"], 1)),
+    )
     assert response.status_code == 201, response.text
     order = response.json()
     assert order["status"] == "confirmed"
@@ -50,7 +58,9 @@ async def test_cod_checkout_splits_per_cooperative_and_reserves_stock(client, us
     assert order["total_fen"] == 2 * 16800 + 9900
     assert order["client_secret"] is None
     assert {f["cooperative_id"] for f in order["fulfilments"]} == {
-        str(shelf["first"].id), str(shelf["second"].id)}
+        str(shelf["first"].id),
+        str(shelf["second"].id),
+    }
     assert all(f["status"] == "ready" for f in order["fulfilments"])
     assert await stock_of(session, shelf["chicken"]) == (8, 2, 0)
     assert await stock_of(session, shelf["tea"]) == (4, 1, 0)
@@ -62,20 +72,32 @@ async def test_lines_keep_price_fee_and_the_share_snapshot(client, users, shelf,
 
     from services.catalog import service as catalog
 
-    await catalog.certify(session, world.admin, shelf["tea"].id, catalog.Certificate(
-        "FP-9", "青溪县乡村振兴局", date.today() + timedelta(days=30)))
+    await catalog.certify(
+        session,
+        world.admin,
+        shelf["tea"].id,
+        catalog.Certificate("FP-9", "青溪县乡村振兴局", date.today() + timedelta(days=30)),
+    )
     buyer = await users.make(Role.buyer)
-    response = await client.post("/v1/checkout", headers=users.auth(buyer) | key(),
-                                 json=cart((shelf["chicken"], 3), (shelf["tea"], 2)))
-    lines = {line.product_id: line for line in (await session.scalars(
-        select(OrderLine).where(OrderLine.order_id == response.json()["id"]))).all()}
+    response = await client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 3), (shelf["tea"], 2)),
+    )
+    lines = {
+        line.product_id: line
+        for line in (
+            await session.scalars(
+                select(OrderLine).where(OrderLine.order_id == response.json()["id"])
+            )
+        ).all()
+    }
     chicken, tea = lines[shelf["chicken"].id], lines[shelf["tea"].id]
     assert (chicken.unit_price_fen, chicken.quantity, chicken.gross_fen) == (16800, 3, 50400)
     assert (chicken.fee_bp, chicken.fee_fen, chicken.certified) == (500, 2520, False)
     assert (tea.fee_bp, tea.fee_fen, tea.certified) == (300, 594, True)
     assert sorted(s["basis_points"] for s in chicken.shares) == [2500, 6000]
-    assert {s["household_id"] for s in chicken.shares} == {str(shelf["a"].id),
-                                                           str(shelf["b"].id)}
+    assert {s["household_id"] for s in chicken.shares} == {str(shelf["a"].id), str(shelf["b"].id)}
     assert tea.shares == []
 
 
@@ -88,8 +110,9 @@ async def test_same_key_same_body_replays_the_first_answer(client, users, shelf,
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
-    count = await session.scalar(select(func.count()).select_from(Order)
-                                 .where(Order.buyer_id == buyer.id))
+    count = await session.scalar(
+        select(func.count()).select_from(Order).where(Order.buyer_id == buyer.id)
+    )
     assert count == 1
     assert (await stock_of(session, shelf["chicken"]))[0] == 9
 
@@ -106,26 +129,32 @@ async def test_same_key_with_another_body_is_409(client, users, shelf):
 async def test_keys_belong_to_their_buyer(client, users, shelf):
     one, two = await users.make(Role.buyer), await users.make(Role.buyer)
     shared = key()
-    first = await client.post("/v1/checkout", headers=users.auth(one) | shared,
-                              json=cart((shelf["chicken"], 1)))
-    second = await client.post("/v1/checkout", headers=users.auth(two) | shared,
-                               json=cart((shelf["chicken"], 1)))
+    first = await client.post(
+        "/v1/checkout", headers=users.auth(one) | shared, json=cart((shelf["chicken"], 1))
+    )
+    second = await client.post(
+        "/v1/checkout", headers=users.auth(two) | shared, json=cart((shelf["chicken"], 1))
+    )
     assert first.status_code == second.status_code == 201
     assert first.json()["id"] != second.json()["id"]
 
 
 async def test_idempotency_key_is_required(client, users, shelf):
     buyer = await users.make(Role.buyer)
-    response = await client.post("/v1/checkout", headers=users.auth(buyer),
-                                 json=cart((shelf["chicken"], 1)))
+    response = await client.post(
+        "/v1/checkout", headers=users.auth(buyer), json=cart((shelf["chicken"], 1))
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "Idempotency-Key"
 
 
 async def test_out_of_stock_is_409_and_reserves_nothing(client, users, shelf, session):
     buyer = await users.make(Role.buyer)
-    response = await client.post("/v1/checkout", headers=users.auth(buyer) | key(),
-                                 json=cart((shelf["tea"], 1), (shelf["chicken"], 11)))
+    response = await client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["tea"], 1), (shelf["chicken"], 11)),
+    )
     assert response.status_code == 409
     body = response.json()
     assert body["type"] == "/problems/out-of-stock"
@@ -138,11 +167,15 @@ async def test_out_of_stock_is_409_and_reserves_nothing(client, users, shelf, se
     ("change", "field"),
     [
         ({"lines": []}, "lines"),
-        ({"lines": [{"product_id": "00000000-0000-0000-0000-000000000000", "quantity": 1}]},
-         "lines.0.product_id"),
+        (
+            {"lines": [{"product_id": "00000000-0000-0000-0000-000000000000", "quantity": 1}]},
+            "lines.0.product_id",
+        ),
         ({"payment_method": "bitcoin"}, "payment_method"),
-        ({"delivery": {"type": "pickup", "site_id": "00000000-0000-0000-0000-000000000000"}},
-         "delivery.site_id"),
+        (
+            {"delivery": {"type": "pickup", "site_id": "00000000-0000-0000-0000-000000000000"}},
+            "delivery.site_id",
+        ),
         ({"delivery": {"type": "drone"}}, "delivery"),
     ],
 )
@@ -157,8 +190,11 @@ async def test_bad_carts_are_422_naming_the_field(client, users, shelf, change, 
 async def test_zero_or_negative_quantity_is_422(client, users, shelf):
     buyer = await users.make(Role.buyer)
     for quantity in (0, -1):
-        response = await client.post("/v1/checkout", headers=users.auth(buyer) | key(),
-                                     json=cart((shelf["chicken"], quantity)))
+        response = await client.post(
+            "/v1/checkout",
+            headers=users.auth(buyer) | key(),
+            json=cart((shelf["chicken"], quantity)),
+        )
         assert response.status_code == 422
         assert response.json()["field"] == "lines.0.quantity"
 
@@ -167,17 +203,25 @@ async def test_pickup_at_a_village_site(client, users, shelf, world):
     site = await world.site()
     buyer = await users.make(Role.buyer)
     response = await client.post(
-        "/v1/checkout", headers=users.auth(buyer) | key(),
-        json=cart((shelf["chicken"], 1), delivery={"type": "pickup", "site_id": str(site.id)}))
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 1), delivery={"type": "pickup", "site_id": str(site.id)}),
+    )
     assert response.status_code == 201, response.text
-    assert response.json()["delivery"] == {"type": "pickup", "address": None,
-                                           "site_id": str(site.id)}
+    assert response.json()["delivery"] == {
+        "type": "pickup",
+        "address": None,
+        "site_id": str(site.id),
+    }
 
 
 async def test_without_stripe_keys_card_payment_is_a_clear_problem(client, users, shelf):
     buyer = await users.make(Role.buyer)
-    response = await client.post("/v1/checkout", headers=users.auth(buyer) | key(),
-                                 json=cart((shelf["chicken"], 1), method="stripe"))
+    response = await client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 1), method="stripe"),
+    )
     assert response.status_code == 422
     assert response.json()["type"] == "/problems/stripe-not-configured"
     assert response.json()["field"] == "payment_method"
@@ -186,8 +230,9 @@ async def test_without_stripe_keys_card_payment_is_a_clear_problem(client, users
 @pytest.mark.parametrize("role", [Role.manager, Role.officer, Role.admin])
 async def test_only_buyers_check_out(client, users, shelf, role):
     caller = await users.make(role)
-    response = await client.post("/v1/checkout", headers=users.auth(caller) | key(),
-                                 json=cart((shelf["chicken"], 1)))
+    response = await client.post(
+        "/v1/checkout", headers=users.auth(caller) | key(), json=cart((shelf["chicken"], 1))
+    )
     assert response.status_code == 403
 
 
@@ -196,8 +241,9 @@ async def test_stripe_checkout_answers_a_client_secret_and_holds_stock(
 ):
     buyer = await users.make(Role.buyer)
     headers = users.auth(buyer) | key()
-    response = await stripe_client.post("/v1/checkout", headers=headers,
-                                        json=cart((shelf["chicken"], 2), method="stripe"))
+    response = await stripe_client.post(
+        "/v1/checkout", headers=headers, json=cart((shelf["chicken"], 2), method="stripe")
+    )
     assert response.status_code == 201, response.text
     order = response.json()
     assert order["status"] == "awaiting_payment"
@@ -206,9 +252,11 @@ async def test_stripe_checkout_answers_a_client_secret_and_holds_stock(
     assert all(f["status"] == "awaiting_payment" for f in order["fulfilments"])
     payment = (await session.scalars(select(Payment).where(Payment.order_id == order["id"]))).one()
     assert payment.provider_payment_id and order["client_secret"].startswith(
-        payment.provider_payment_id)
-    again = await stripe_client.post("/v1/checkout", headers=headers,
-                                     json=cart((shelf["chicken"], 2), method="stripe"))
+        payment.provider_payment_id
+    )
+    again = await stripe_client.post(
+        "/v1/checkout", headers=headers, json=cart((shelf["chicken"], 2), method="stripe")
+    )
     assert again.json() == order
 
 
@@ -228,7 +276,8 @@ async def test_stripe_down_keeps_the_order_and_a_retry_completes_it(
     assert retried.status_code == 201, retried.text
     assert retried.json()["id"] == failed.json()["order_id"]
     assert retried.json()["client_secret"]
-    orders_made = await session.scalar(select(func.count()).select_from(Order)
-                                       .where(Order.buyer_id == buyer.id))
+    orders_made = await session.scalar(
+        select(func.count()).select_from(Order).where(Order.buyer_id == buyer.id)
+    )
     assert orders_made == 1
     assert (await stock_of(session, shelf["chicken"]))[:2] == (9, 1)

@@ -52,8 +52,9 @@ def test_bad_inputs_are_refused():
     assert allocate(0, [0, 0]) == [0, 0]
 
 
-@given(gross=st.integers(min_value=0, max_value=10**12),
-       bp=st.integers(min_value=0, max_value=10_000))
+@given(
+    gross=st.integers(min_value=0, max_value=10**12), bp=st.integers(min_value=0, max_value=10_000)
+)
 def test_fee_rounds_down_and_never_exceeds_gross(gross, bp):
     charged = fee(gross, bp)
     assert 0 <= charged <= gross

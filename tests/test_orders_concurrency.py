@@ -34,25 +34,34 @@ async def live(server_url: str, stripe_settings_module: Any) -> AsyncIterator[di
     url = await create_database(server_url, name)
     engine = create_engine(url)
     await upgrade(engine)
-    settings = stripe_settings_module.model_copy(update={
-        "database_url": url, "db_pool_size": 20, "db_max_overflow": 10})
+    settings = stripe_settings_module.model_copy(
+        update={"database_url": url, "db_pool_size": 20, "db_max_overflow": 10}
+    )
     app = create_app(settings)
     factory = session_factory(app.state.engine)
     async with factory() as session, session.begin():
-        admin = User(email="race-admin@example.com", password_hash=_PASSWORD_HASH,
-                     role=Role.admin)
+        admin = User(email="race-admin@example.com", password_hash=_PASSWORD_HASH, role=Role.admin)
         session.add(admin)
         await session.flush()
         world = Builder(session, admin, await build_regions(session))
         coop = await world.cooperative()
-        buyers = [User(email=f"race-buyer-{i}@example.com", password_hash=_PASSWORD_HASH,
-                       role=Role.buyer) for i in range(200)]
+        buyers = [
+            User(email=f"race-buyer-{i}@example.com", password_hash=_PASSWORD_HASH, role=Role.buyer)
+            for i in range(200)
+        ]
         session.add_all(buyers)
         await session.flush()
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://race") as client:
-        yield {"app": app, "client": client, "factory": factory, "admin": admin,
-               "coop": coop, "buyers": buyers, "engine": engine}
+        yield {
+            "app": app,
+            "client": client,
+            "factory": factory,
+            "admin": admin,
+            "coop": coop,
+            "buyers": buyers,
+            "engine": engine,
+        }
     await app.state.stripe.aclose()
     await app.state.engine.dispose()
     await engine.dispose()
@@ -65,17 +74,28 @@ def stripe_settings_module(tmp_path_factory, fake_stripe):
     from tests.factories import PII_KEY
     from tests.orders_helpers import WEBHOOK_SECRET
 
-    return Settings(database_url="postgresql://unused@localhost/unused", jwt_secret=JWT_SECRET,
-                    pii_key=PII_KEY.decode(), data_dir=tmp_path_factory.mktemp("race"),
-                    log_level="WARNING", stripe_secret_key="sk_test_race",
-                    stripe_webhook_secret=WEBHOOK_SECRET, stripe_api_base=fake_stripe.url)
+    return Settings(
+        database_url="postgresql://unused@localhost/unused",
+        jwt_secret=JWT_SECRET,
+        pii_key=PII_KEY.decode(),
+        data_dir=tmp_path_factory.mktemp("race"),
+        log_level="WARNING",
+        stripe_secret_key="sk_test_race",
+        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_api_base=fake_stripe.url,
+    )
 
 
 def auth(user: User) -> dict[str, str]:
     from services.users.tokens import issue_token
 
-    token = issue_token(user_id=user.id, role=user.role.value, secret=JWT_SECRET,
-                        ttl=timedelta(hours=1), now=datetime.now(UTC))
+    token = issue_token(
+        user_id=user.id,
+        role=user.role.value,
+        secret=JWT_SECRET,
+        ttl=timedelta(hours=1),
+        now=datetime.now(UTC),
+    )
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -84,36 +104,57 @@ async def new_product(live: dict[str, Any], stock: int) -> Product:
     from services.catalog.models import ProductStatus
 
     async with live["factory"]() as session, session.begin():
-        return await catalog.create_product(session, live["admin"], live["coop"].id,
-                                            catalog.NewProduct(title="核桃", category="nuts",
-                                                               unit="kg", price_fen=2000,
-                                                               stock=stock,
-                                                               status=ProductStatus.active))
+        return await catalog.create_product(
+            session,
+            live["admin"],
+            live["coop"].id,
+            catalog.NewProduct(
+                title="核桃",
+                category="nuts",
+                unit="kg",
+                price_fen=2000,
+                stock=stock,
+                status=ProductStatus.active,
+            ),
+        )
 
 
 async def counts(live: dict[str, Any], product: Product) -> tuple[int, int, int, int]:
     """Stock, reserved, sold, and the number of orders holding the product."""
     async with live["factory"]() as session:
-        row = (await session.execute(select(Product.stock, Product.reserved, Product.sold_count)
-                                     .where(Product.id == product.id))).one()
+        row = (
+            await session.execute(
+                select(Product.stock, Product.reserved, Product.sold_count).where(
+                    Product.id == product.id
+                )
+            )
+        ).one()
         orders = await session.scalar(
-            select(func.count(func.distinct(OrderLine.order_id)))
-            .where(OrderLine.product_id == product.id))
+            select(func.count(func.distinct(OrderLine.order_id))).where(
+                OrderLine.product_id == product.id
+            )
+        )
     return row.stock, row.reserved, row.sold_count, int(orders or 0)
 
 
 async def test_200_concurrent_checkouts_of_50_in_stock_make_exactly_50_orders(live):
     product = await new_product(live, stock=50)
     client = live["client"]
-    answers = await asyncio.gather(*[
-        client.post("/v1/checkout", headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
-                    json=cart((product, 1)))
-        for buyer in live["buyers"]
-    ])
+    answers = await asyncio.gather(
+        *[
+            client.post(
+                "/v1/checkout",
+                headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
+                json=cart((product, 1)),
+            )
+            for buyer in live["buyers"]
+        ]
+    )
     statuses = Counter(a.status_code for a in answers)
     assert statuses == {201: 50, 409: 150}, statuses
-    assert all(a.json()["type"] == "/problems/out-of-stock" for a in answers
-               if a.status_code == 409)
+    assert all(
+        a.json()["type"] == "/problems/out-of-stock" for a in answers if a.status_code == 409
+    )
     assert await counts(live, product) == (0, 50, 0, 50)
 
 
@@ -121,10 +162,12 @@ async def test_20_concurrent_retries_with_one_key_make_one_order(live):
     product = await new_product(live, stock=100)
     buyer = live["buyers"][0]
     headers = auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex}
-    answers = await asyncio.gather(*[
-        live["client"].post("/v1/checkout", headers=headers, json=cart((product, 3)))
-        for _ in range(20)
-    ])
+    answers = await asyncio.gather(
+        *[
+            live["client"].post("/v1/checkout", headers=headers, json=cart((product, 3)))
+            for _ in range(20)
+        ]
+    )
     assert {a.status_code for a in answers} == {201}
     assert len({a.json()["id"] for a in answers}) == 1
     assert await counts(live, product) == (97, 3, 0, 1)
@@ -134,11 +177,14 @@ async def test_20_concurrent_stripe_retries_make_one_order_and_one_intent(live, 
     product = await new_product(live, stock=100)
     buyer = live["buyers"][1]
     headers = auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex}
-    answers = await asyncio.gather(*[
-        live["client"].post("/v1/checkout", headers=headers,
-                            json=cart((product, 2), method="stripe"))
-        for _ in range(20)
-    ])
+    answers = await asyncio.gather(
+        *[
+            live["client"].post(
+                "/v1/checkout", headers=headers, json=cart((product, 2), method="stripe")
+            )
+            for _ in range(20)
+        ]
+    )
     ok = [a for a in answers if a.status_code == 201]
     assert ok, [a.text for a in answers]
     assert len({a.json()["id"] for a in ok}) == 1
@@ -150,25 +196,38 @@ async def test_the_same_webhook_ten_times_at_once_has_one_effect(live):
     product = await new_product(live, stock=10)
     buyer = live["buyers"][2]
     placed = await live["client"].post(
-        "/v1/checkout", headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
-        json=cart((product, 4), method="stripe"))
+        "/v1/checkout",
+        headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
+        json=cart((product, 4), method="stripe"),
+    )
     order = placed.json()
     intent = order["client_secret"].split("_secret_")[0]
-    event = make_event("payment_intent.succeeded", {
-        "id": intent, "object": "payment_intent", "amount": order["total_fen"],
-        "amount_received": order["total_fen"], "currency": "cny", "status": "succeeded",
-        "metadata": {"order_id": order["id"]}})
+    event = make_event(
+        "payment_intent.succeeded",
+        {
+            "id": intent,
+            "object": "payment_intent",
+            "amount": order["total_fen"],
+            "amount_received": order["total_fen"],
+            "currency": "cny",
+            "status": "succeeded",
+            "metadata": {"order_id": order["id"]},
+        },
+    )
     payload, headers = signed(event)
-    answers = await asyncio.gather(*[
-        live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
-        for _ in range(10)
-    ])
+    answers = await asyncio.gather(
+        *[
+            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+            for _ in range(10)
+        ]
+    )
     assert {a.status_code for a in answers} == {200}
     assert sorted(a.json()["duplicate"] for a in answers) == [False] + [True] * 9
     assert await counts(live, product) == (6, 0, 4, 1)
     async with live["factory"]() as session:
-        stored = await session.scalar(select(func.count()).select_from(StripeEvent)
-                                      .where(StripeEvent.id == event["id"]))
+        stored = await session.scalar(
+            select(func.count()).select_from(StripeEvent).where(StripeEvent.id == event["id"])
+        )
     assert stored == 1
 
 
@@ -176,8 +235,10 @@ async def test_expiry_run_twice_at_once_returns_stock_exactly_once(live):
     product = await new_product(live, stock=10)
     for buyer in live["buyers"][3:6]:
         placed = await live["client"].post(
-            "/v1/checkout", headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
-            json=cart((product, 2), method="stripe"))
+            "/v1/checkout",
+            headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
+            json=cart((product, 2), method="stripe"),
+        )
         assert placed.status_code == 201
     assert await counts(live, product) == (4, 6, 0, 3)
     later = datetime.now(UTC) + timedelta(hours=1)

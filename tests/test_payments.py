@@ -44,8 +44,9 @@ async def shelf(world) -> dict[str, Any]:
 async def place(api, users, shelf, *lines, method="stripe"):
     buyer = await users.make(Role.buyer)
     lines = lines or ((shelf["chicken"], 2), (shelf["tea"], 1))
-    response = await api.post("/v1/checkout", headers=users.auth(buyer) | key(),
-                              json=cart(*lines, method=method))
+    response = await api.post(
+        "/v1/checkout", headers=users.auth(buyer) | key(), json=cart(*lines, method=method)
+    )
     assert response.status_code == 201, response.text
     return buyer, response.json()
 
@@ -54,11 +55,25 @@ def intent_of(order: dict[str, Any]) -> str:
     return order["client_secret"].split("_secret_")[0]
 
 
-def intent_event(kind: str, order: dict[str, Any], *, status: str, created: int | None = None,
-                 event_id: str | None = None, **extra: Any) -> dict[str, Any]:
-    obj = {"id": intent_of(order), "object": "payment_intent", "amount": order["total_fen"],
-           "amount_received": order["total_fen"] if status == "succeeded" else 0,
-           "currency": "cny", "status": status, "metadata": {"order_id": order["id"]}, **extra}
+def intent_event(
+    kind: str,
+    order: dict[str, Any],
+    *,
+    status: str,
+    created: int | None = None,
+    event_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    obj = {
+        "id": intent_of(order),
+        "object": "payment_intent",
+        "amount": order["total_fen"],
+        "amount_received": order["total_fen"] if status == "succeeded" else 0,
+        "currency": "cny",
+        "status": status,
+        "metadata": {"order_id": order["id"]},
+        **extra,
+    }
     return make_event(kind, obj, event_id=event_id, created=created)
 
 
@@ -68,18 +83,20 @@ async def deliver(api, event: dict[str, Any]) -> httpx.Response:
 
 
 async def order_row(session, order_id) -> Order:
-    return (await session.scalars(select(Order).where(Order.id == order_id)
-                                  .execution_options(populate_existing=True))).one()
+    return (
+        await session.scalars(
+            select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
+        )
+    ).one()
 
 
-async def test_payment_succeeded_confirms_the_order_and_sells_the_stock(api, users, shelf,
-                                                                         session):
+async def test_payment_succeeded_confirms_the_order_and_sells_the_stock(api, users, shelf, session):
     _, order = await place(api, users, shelf)
-    response = await deliver(api, intent_event("payment_intent.succeeded", order,
-                                                status="succeeded"))
+    response = await deliver(
+        api, intent_event("payment_intent.succeeded", order, status="succeeded")
+    )
     assert response.status_code == 200, response.text
-    assert response.json() == {"received": True, "duplicate": False,
-                               "outcome": "order-confirmed"}
+    assert response.json() == {"received": True, "duplicate": False, "outcome": "order-confirmed"}
     row = await order_row(session, order["id"])
     assert (row.status.value, row.payment_status.value) == ("confirmed", "paid")
     assert row.paid_fen == order["total_fen"]
@@ -96,8 +113,11 @@ async def test_the_same_event_ten_times_has_one_effect(api, users, shelf, sessio
     assert chicken.sold_count == 2
     stored = await session.scalar(select(func.count()).select_from(StripeEvent))
     assert stored == 1
-    moves = await session.scalar(select(func.count()).select_from(OrderEvent).where(
-        OrderEvent.order_id == order["id"], OrderEvent.to_status == "confirmed"))
+    moves = await session.scalar(
+        select(func.count())
+        .select_from(OrderEvent)
+        .where(OrderEvent.order_id == order["id"], OrderEvent.to_status == "confirmed")
+    )
     assert moves == 1
 
 
@@ -112,14 +132,23 @@ async def test_two_events_for_one_change_apply_once(api, users, shelf, session):
 async def test_a_stale_failure_after_success_changes_nothing(api, users, shelf, session):
     _, order = await place(api, users, shelf)
     now = int(time.time())
-    await deliver(api, intent_event("payment_intent.succeeded", order, status="succeeded",
-                                    created=now))
-    late = await deliver(api, intent_event(
-        "payment_intent.payment_failed", order, status="requires_payment_method",
-        created=now - 60, last_payment_error={"message": "Your card was declined."}))
+    await deliver(
+        api, intent_event("payment_intent.succeeded", order, status="succeeded", created=now)
+    )
+    late = await deliver(
+        api,
+        intent_event(
+            "payment_intent.payment_failed",
+            order,
+            status="requires_payment_method",
+            created=now - 60,
+            last_payment_error={"message": "Your card was declined."},
+        ),
+    )
     assert late.json()["outcome"] == "stale"
-    cancelled = await deliver(api, intent_event("payment_intent.canceled", order,
-                                                status="canceled"))
+    cancelled = await deliver(
+        api, intent_event("payment_intent.canceled", order, status="canceled")
+    )
     assert cancelled.json()["outcome"] == "stale"
     row = await order_row(session, order["id"])
     assert (row.status.value, row.payment_status.value) == ("confirmed", "paid")
@@ -127,13 +156,24 @@ async def test_a_stale_failure_after_success_changes_nothing(api, users, shelf, 
 
 async def test_a_failure_before_success_keeps_the_order_waiting(api, users, shelf, session):
     _, order = await place(api, users, shelf)
-    await deliver(api, intent_event("payment_intent.payment_failed", order,
-                                    status="requires_payment_method",
-                                    last_payment_error={"message": "declined"}))
+    await deliver(
+        api,
+        intent_event(
+            "payment_intent.payment_failed",
+            order,
+            status="requires_payment_method",
+            last_payment_error={"message": "declined"},
+        ),
+    )
     row = await order_row(session, order["id"])
     assert row.status.value == "awaiting_payment"
-    payment = (await session.scalars(select(Payment).where(Payment.order_id == order["id"])
-                                     .execution_options(populate_existing=True))).one()
+    payment = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.order_id == order["id"])
+            .execution_options(populate_existing=True)
+        )
+    ).one()
     assert (payment.failures, payment.last_failure) == (1, "declined")
     await deliver(api, intent_event("payment_intent.succeeded", order, status="succeeded"))
     assert (await order_row(session, order["id"])).status.value == "confirmed"
@@ -141,8 +181,7 @@ async def test_a_failure_before_success_keeps_the_order_waiting(api, users, shel
 
 async def test_cancelled_intent_cancels_the_order_and_returns_stock(api, users, shelf, session):
     _, order = await place(api, users, shelf)
-    response = await deliver(api, intent_event("payment_intent.canceled", order,
-                                               status="canceled"))
+    response = await deliver(api, intent_event("payment_intent.canceled", order, status="canceled"))
     assert response.json()["outcome"] == "order-cancelled"
     chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
     assert (chicken.stock, chicken.reserved) == (10, 0)
@@ -150,15 +189,18 @@ async def test_cancelled_intent_cancels_the_order_and_returns_stock(api, users, 
 
 async def test_bad_or_missing_signature_is_400_and_stores_nothing(api, users, shelf, session):
     _, order = await place(api, users, shelf)
-    payload, headers = signed(intent_event("payment_intent.succeeded", order,
-                                           status="succeeded"))
-    forged = await api.post("/v1/webhooks/stripe", content=payload,
-                            headers=headers | {"Stripe-Signature": "t=1,v1=deadbeef"})
-    missing = await api.post("/v1/webhooks/stripe", content=payload,
-                             headers={"Content-Type": "application/json"})
-    tampered = await api.post("/v1/webhooks/stripe", content=payload.replace(b"succeeded",
-                                                                             b"canceled"),
-                              headers=headers)
+    payload, headers = signed(intent_event("payment_intent.succeeded", order, status="succeeded"))
+    forged = await api.post(
+        "/v1/webhooks/stripe",
+        content=payload,
+        headers=headers | {"Stripe-Signature": "t=1,v1=deadbeef"},
+    )
+    missing = await api.post(
+        "/v1/webhooks/stripe", content=payload, headers={"Content-Type": "application/json"}
+    )
+    tampered = await api.post(
+        "/v1/webhooks/stripe", content=payload.replace(b"succeeded", b"canceled"), headers=headers
+    )
     for response in (forged, missing, tampered):
         assert response.status_code == 400
         assert response.json()["type"] == "/problems/invalid-signature"
@@ -167,8 +209,9 @@ async def test_bad_or_missing_signature_is_400_and_stores_nothing(api, users, sh
 
 
 async def test_unknown_event_types_are_stored_and_acknowledged(api, session):
-    response = await deliver(api, make_event("customer.created", {"id": "cus_1",
-                                                                  "object": "customer"}))
+    response = await deliver(
+        api, make_event("customer.created", {"id": "cus_1", "object": "customer"})
+    )
     assert response.status_code == 200
     assert response.json()["outcome"] == "ignored"
     assert await session.scalar(select(func.count()).select_from(StripeEvent)) == 1
@@ -177,9 +220,20 @@ async def test_unknown_event_types_are_stored_and_acknowledged(api, session):
 async def test_dispute_holds_the_settlement(api, users, shelf, session):
     _, order = await place(api, users, shelf)
     await deliver(api, intent_event("payment_intent.succeeded", order, status="succeeded"))
-    await deliver(api, make_event("charge.dispute.created", {
-        "id": "dp_1", "object": "dispute", "amount": order["total_fen"],
-        "payment_intent": intent_of(order), "status": "needs_response", "reason": "fraudulent"}))
+    await deliver(
+        api,
+        make_event(
+            "charge.dispute.created",
+            {
+                "id": "dp_1",
+                "object": "dispute",
+                "amount": order["total_fen"],
+                "payment_intent": intent_of(order),
+                "status": "needs_response",
+                "reason": "fraudulent",
+            },
+        ),
+    )
     assert (await order_row(session, order["id"])).settlement_hold is True
 
 
@@ -191,29 +245,38 @@ async def paid_order(api, users, shelf, fake_stripe):
 
 
 async def test_manager_refunds_a_line_and_refunds_add_up_to_what_was_paid(
-    api, users, shelf, session, fake_stripe):
+    api, users, shelf, session, fake_stripe
+):
     _, order = await paid_order(api, users, shelf, fake_stripe)
     manager = await users.make(Role.manager, cooperative_id=shelf["first"].id)
-    line = next(ln for f in order["fulfilments"] for ln in f["lines"]
-                if ln["product_id"] == str(shelf["chicken"].id))
+    line = next(
+        ln
+        for f in order["fulfilments"]
+        for ln in f["lines"]
+        if ln["product_id"] == str(shelf["chicken"].id)
+    )
     url = f"/v1/orders/{order['id']}/refunds"
-    one = await api.post(url, headers=users.auth(manager) | key(),
-                         json={"lines": [{"line_id": line["id"], "quantity": 1}]})
+    one = await api.post(
+        url,
+        headers=users.auth(manager) | key(),
+        json={"lines": [{"line_id": line["id"], "quantity": 1}]},
+    )
     assert one.status_code == 201, one.text
     assert (one.json()["amount_fen"], one.json()["state"]) == (16800, "succeeded")
     row = await order_row(session, order["id"])
     assert (row.refunded_fen, row.payment_status.value) == (16800, "partially_refunded")
-    too_many = await api.post(url, headers=users.auth(manager) | key(),
-                              json={"lines": [{"line_id": line["id"], "quantity": 2}]})
+    too_many = await api.post(
+        url,
+        headers=users.auth(manager) | key(),
+        json={"lines": [{"line_id": line["id"], "quantity": 2}]},
+    )
     assert too_many.status_code == 409
-    rest = await api.post(url, headers=users.auth(manager) | key(),
-                          json={"amount_fen": 16800})
+    rest = await api.post(url, headers=users.auth(manager) | key(), json={"amount_fen": 16800})
     assert rest.status_code == 201, rest.text
     beyond = await api.post(url, headers=users.auth(manager) | key(), json={"amount_fen": 1})
     assert beyond.status_code == 409
     admin = await users.make(Role.admin)
-    tea_and_rest = await api.post(url, headers=users.auth(admin) | key(),
-                                  json={"amount_fen": 9900})
+    tea_and_rest = await api.post(url, headers=users.auth(admin) | key(), json={"amount_fen": 9900})
     assert tea_and_rest.status_code == 201
     row = await order_row(session, order["id"])
     assert (row.refunded_fen, row.payment_status.value) == (row.paid_fen, "refunded")
@@ -230,29 +293,38 @@ async def test_refund_retry_with_the_same_key_refunds_once(api, users, shelf, se
     second = await api.post(url, headers=headers, json={"amount_fen": 500})
     assert first.json() == second.json()
     assert second.headers["idempotent-replayed"] == "true"
-    count = await session.scalar(select(func.count()).select_from(Refund)
-                                 .where(Refund.order_id == order["id"]))
+    count = await session.scalar(
+        select(func.count()).select_from(Refund).where(Refund.order_id == order["id"])
+    )
     assert count == 1
 
 
 async def test_manager_of_another_cooperative_cannot_refund(api, users, shelf, fake_stripe):
     _, order = await paid_order(api, users, shelf, fake_stripe)
     stranger = await users.make(Role.manager)
-    response = await api.post(f"/v1/orders/{order['id']}/refunds",
-                              headers=users.auth(stranger) | key(), json={"amount_fen": 100})
+    response = await api.post(
+        f"/v1/orders/{order['id']}/refunds",
+        headers=users.auth(stranger) | key(),
+        json={"amount_fen": 100},
+    )
     assert response.status_code == 404
 
 
 async def test_refund_before_payment_is_409(api, users, shelf):
     _, order = await place(api, users, shelf)
     admin = await users.make(Role.admin)
-    response = await api.post(f"/v1/orders/{order['id']}/refunds",
-                              headers=users.auth(admin) | key(), json={"amount_fen": 100})
+    response = await api.post(
+        f"/v1/orders/{order['id']}/refunds",
+        headers=users.auth(admin) | key(),
+        json={"amount_fen": 100},
+    )
     assert response.status_code == 409
     assert response.json()["type"] == "/problems/not-paid"
 
 
-async def test_buyer_cancels_a_paid_order_and_gets_the_money_back(api, users, shelf, session, fake_stripe):
+async def test_buyer_cancels_a_paid_order_and_gets_the_money_back(
+    api, users, shelf, session, fake_stripe
+):
     buyer, order = await paid_order(api, users, shelf, fake_stripe)
     response = await api.post(f"/v1/orders/{order['id']}/cancel", headers=users.auth(buyer))
     assert response.status_code == 200, response.text
@@ -270,10 +342,12 @@ async def test_buyer_cancels_a_paid_order_and_gets_the_money_back(api, users, sh
 async def test_nobody_else_sees_or_cancels_a_buyers_order(api, users, shelf):
     _, order = await place(api, users, shelf)
     other = await users.make(Role.buyer)
-    assert (await api.get(f"/v1/orders/{order['id']}",
-                          headers=users.auth(other))).status_code == 404
-    assert (await api.post(f"/v1/orders/{order['id']}/cancel",
-                           headers=users.auth(other))).status_code == 404
+    assert (
+        await api.get(f"/v1/orders/{order['id']}", headers=users.auth(other))
+    ).status_code == 404
+    assert (
+        await api.post(f"/v1/orders/{order['id']}/cancel", headers=users.auth(other))
+    ).status_code == 404
 
 
 async def test_managers_see_only_their_own_fulfilments(api, users, shelf):
@@ -281,13 +355,17 @@ async def test_managers_see_only_their_own_fulfilments(api, users, shelf):
     manager = await users.make(Role.manager, cooperative_id=shelf["second"].id)
     shown = (await api.get(f"/v1/orders/{order['id']}", headers=users.auth(manager))).json()
     assert [f["cooperative_id"] for f in shown["fulfilments"]] == [str(shelf["second"].id)]
-    queue = (await api.get(f"/v1/cooperatives/{shelf['second'].id}/fulfilments",
-                           headers=users.auth(manager))).json()
+    queue = (
+        await api.get(
+            f"/v1/cooperatives/{shelf['second'].id}/fulfilments", headers=users.auth(manager)
+        )
+    ).json()
     assert [f["order_id"] for f in queue["items"]] == [order["id"]]
     listed = (await api.get("/v1/orders", headers=users.auth(manager))).json()
     assert [o["id"] for o in listed["items"]] == [order["id"]]
-    forbidden = await api.get(f"/v1/cooperatives/{shelf['first'].id}/fulfilments",
-                              headers=users.auth(manager))
+    forbidden = await api.get(
+        f"/v1/cooperatives/{shelf['first'].id}/fulfilments", headers=users.auth(manager)
+    )
     assert forbidden.status_code == 403
 
 
@@ -315,10 +393,83 @@ async def test_payment_after_expiry_is_refunded(api, users, shelf, session):
     from services.jobs.service import enqueue
 
     await flows.expire_due(session, now=datetime.now(UTC) + timedelta(hours=1), enqueue=enqueue)
-    response = await deliver(api, intent_event("payment_intent.succeeded", order,
-                                               status="succeeded"))
+    response = await deliver(
+        api, intent_event("payment_intent.succeeded", order, status="succeeded")
+    )
     assert response.json()["outcome"] == "late-payment-refunded"
     refund = (await session.scalars(select(Refund).where(Refund.order_id == order["id"]))).one()
     assert refund.amount_fen == order["total_fen"]
     jobs = (await session.scalars(select(Job).where(Job.kind == "payments.execute_refund"))).all()
     assert [j.payload["refund_id"] for j in jobs] == [str(refund.id)]
+
+
+async def test_a_refund_made_in_the_stripe_dashboard_is_recorded(
+    api, users, shelf, session, fake_stripe
+):
+    _, order = await paid_order(api, users, shelf, fake_stripe)
+    response = await deliver(
+        api,
+        make_event(
+            "refund.updated",
+            {
+                "id": "re_dashboard_1",
+                "object": "refund",
+                "amount": 1000,
+                "currency": "cny",
+                "status": "succeeded",
+                "payment_intent": intent_of(order),
+            },
+        ),
+    )
+    assert response.json()["outcome"] == "external-refund-recorded"
+    row = await order_row(session, order["id"])
+    assert (row.refunded_fen, row.payment_status.value) == (1000, "partially_refunded")
+    again = await deliver(
+        api,
+        make_event(
+            "refund.updated",
+            {
+                "id": "re_dashboard_1",
+                "object": "refund",
+                "amount": 1000,
+                "currency": "cny",
+                "status": "succeeded",
+                "payment_intent": intent_of(order),
+            },
+        ),
+    )
+    assert again.json()["outcome"] == "stale"
+    assert (await order_row(session, order["id"])).refunded_fen == 1000
+
+
+async def test_charge_refunded_settles_pending_refunds(
+    api, users, shelf, session, fake_stripe, stripe_app
+):
+    _, order = await paid_order(api, users, shelf, fake_stripe)
+    admin = await users.make(Role.admin)
+    stripe_app.state.stripe, gateway = None, stripe_app.state.stripe  # Stripe unreachable now
+    pending = await api.post(
+        f"/v1/orders/{order['id']}/refunds",
+        headers=users.auth(admin) | key(),
+        json={"amount_fen": 700},
+    )
+    stripe_app.state.stripe = gateway
+    assert pending.json()["state"] == "pending"
+    response = await deliver(
+        api,
+        make_event(
+            "charge.refunded",
+            {
+                "id": "ch_1",
+                "object": "charge",
+                "amount_refunded": 700,
+                "payment_intent": intent_of(order),
+            },
+        ),
+    )
+    assert response.json()["outcome"] == "refunds-settled"
+    refund = await session.get(Refund, pending.json()["id"], populate_existing=True)
+    assert refund.state.value == "succeeded"
+    assert (await order_row(session, order["id"])).refunded_fen == 700
+    queued = (await session.scalars(select(Job).where(Job.kind == "payments.execute_refund"))).all()
+    assert [j.payload["refund_id"] for j in queued] == [pending.json()["id"]]

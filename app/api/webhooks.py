@@ -28,15 +28,23 @@ async def stripe_webhook(
     """Verify, store once, apply forward-only; all in one transaction, answered at once."""
     gateway: StripeGateway | None = request.app.state.stripe
     if gateway is None:
-        return problem(503, "stripe-not-configured", "Stripe is not configured here.",
-                       headers={"Retry-After": "3600"})
+        return problem(
+            503,
+            "stripe-not-configured",
+            "Stripe is not configured here.",
+            headers={"Retry-After": "3600"},
+        )
     payload = await request.body()
     try:
         event = gateway.verify_event(payload, stripe_signature)
     except InvalidSignature as exc:
         # Nothing is stored for an unverified caller: a log line is all it leaves.
         logger.warning("stripe webhook with a bad signature", extra={"error": str(exc)})
-        return problem(400, "invalid-signature", "The Stripe-Signature header does not verify.",
-                       instance=request.url.path)
+        return problem(
+            400,
+            "invalid-signature",
+            "The Stripe-Signature header does not verify.",
+            instance=request.url.path,
+        )
     received = await payments.receive_event(session, event, now=now(), enqueue=enqueue)
     return WebhookAck(received=True, duplicate=received.duplicate, outcome=received.outcome)

@@ -21,8 +21,9 @@ class CheckoutLine(RequestModel):
 
 
 class Address(RequestModel):
-    recipient: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                                max_length=100)]
+    recipient: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+    ]
     phone: Phone
     province: Line
     city: Line
@@ -121,8 +122,9 @@ class RefundLineIn(RequestModel):
 class RefundIn(RequestModel):
     lines: list[RefundLineIn] | None = Field(default=None, min_length=1, max_length=50)
     amount_fen: int | None = Field(default=None, ge=1, le=10**12)
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
-                                             max_length=500)] = "refund"
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    ] = "refund"
 
 
 class RefundOut(BaseModel):

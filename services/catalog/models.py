@@ -85,7 +85,9 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
     currency: Mapped[str] = mapped_column(CHAR(3), default="CNY", server_default="CNY")
     stock: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reserved: Mapped[int] = mapped_column(
-        Integer, default=0, server_default="0",
+        Integer,
+        default=0,
+        server_default="0",
         comment="Held by orders not yet paid or collected; returns to stock if they fail.",
     )
     sold_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -112,8 +114,9 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
     certificate_valid_until: Mapped[date | None]
     certified_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     certified_at: Mapped[datetime | None]
+    # Deferred: about a kilobyte per row that only the search condition reads.
     search_terms: Mapped[list[str]] = mapped_column(
-        ARRAY(Text), Computed(SEARCH_GRAMS_EXPRESSION, persisted=True)
+        ARRAY(Text), Computed(SEARCH_GRAMS_EXPRESSION, persisted=True), deferred=True
     )
 
 

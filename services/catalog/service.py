@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, tuple_, update
+from sqlalchemy import Select, and_, func, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -331,13 +331,24 @@ async def reserve(
         row = (
             await session.execute(
                 update(Product)
-                .where(Product.id == product_id, Product.status == ProductStatus.active,
-                       Product.cooperative_active, Product.stock >= quantity)
+                .where(
+                    Product.id == product_id,
+                    Product.status == ProductStatus.active,
+                    Product.cooperative_active,
+                    Product.stock >= quantity,
+                )
                 .values(stock=Product.stock - quantity, reserved=Product.reserved + quantity)
-                .returning(Product.cooperative_id, Product.county_code, Product.title,
-                           Product.unit, Product.price_fen, Product.currency,
-                           Product.certificate_number, Product.certificate_valid_until,
-                           Product.stock)
+                .returning(
+                    Product.cooperative_id,
+                    Product.county_code,
+                    Product.title,
+                    Product.unit,
+                    Product.price_fen,
+                    Product.currency,
+                    Product.certificate_number,
+                    Product.certificate_valid_until,
+                    Product.stock,
+                )
             )
         ).one_or_none()
         if row is None:
@@ -346,8 +357,16 @@ async def reserve(
         certified = bool(row.certificate_number) and (
             row.certificate_valid_until is not None and row.certificate_valid_until >= today
         )
-        taken[product_id] = Reserved(product_id, row.cooperative_id, row.county_code, row.title,
-                                     row.unit, row.price_fen, row.currency, certified)
+        taken[product_id] = Reserved(
+            product_id,
+            row.cooperative_id,
+            row.county_code,
+            row.title,
+            row.unit,
+            row.price_fen,
+            row.currency,
+            certified,
+        )
     return taken
 
 
@@ -355,11 +374,18 @@ async def _explain_shortfall(
     session: AsyncSession, product_id: uuid.UUID, quantity: int, index: int
 ) -> None:
     product = await session.get(Product, product_id)
-    if product is None or product.status is not ProductStatus.active or not product.cooperative_active:
+    if (
+        product is None
+        or product.status is not ProductStatus.active
+        or not product.cooperative_active
+    ):
         raise Invalid("This product is not for sale.", field=f"lines.{index}.product_id")
     raise Conflict(
-        f"Only {product.stock} left in stock.", field=f"lines.{index}.quantity",
-        reason="out-of-stock", available=product.stock, requested=quantity,
+        f"Only {product.stock} left in stock.",
+        field=f"lines.{index}.quantity",
+        reason="out-of-stock",
+        available=product.stock,
+        requested=quantity,
     )
 
 
@@ -457,7 +483,9 @@ def _listed() -> Select[*tuple[Any, ...]]:
     return (
         select(Product, Cooperative.name, Cooperative.kind)
         .join(Cooperative, Cooperative.id == Product.cooperative_id)
-        .where(Product.status == ProductStatus.active, Product.cooperative_active)
+        # Written as literal SQL (not bound parameters) so that even a generic plan of
+        # the prepared statement can use the partial indexes defined on it.
+        .where(Product.status == literal_column("'active'"), Product.cooperative_active)
     )
 
 
@@ -479,11 +507,11 @@ def catalogue_statement(query: CatalogueQuery, *, today: date) -> Select[*tuple[
     if query.q:
         haystack = func.lower(Product.title + " " + Product.description)
         for term in search_terms(query.q):
-            # The GIN index narrows by grams; strpos confirms the exact substring.
-            stmt = stmt.where(
-                Product.search_terms.op("@>")(func.search_query_grams(term)),
-                func.strpos(haystack, func.lower(term)) > 0,
-            )
+            # The GIN index narrows by grams; strpos confirms the exact substring. A
+            # term of one or two characters is itself a gram, so the index is exact.
+            stmt = stmt.where(Product.search_terms.op("@>")(func.search_query_grams(term)))
+            if len(term) > 2:
+                stmt = stmt.where(func.strpos(haystack, func.lower(term)) > 0)
     if query.category:
         stmt = stmt.where(Product.category == query.category)
     if query.region:

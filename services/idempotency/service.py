@@ -27,8 +27,9 @@ RETENTION = timedelta(hours=24)
 
 def request_hash(body: Any) -> str:
     """SHA-256 of the body in canonical JSON (sorted keys, no spaces)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                           default=str)
+    canonical = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -47,12 +48,18 @@ class Claim:
 
 
 async def claim(
-    session: AsyncSession, *, owner_id: uuid.UUID, key: str, scope: str, digest: str,
+    session: AsyncSession,
+    *,
+    owner_id: uuid.UUID,
+    key: str,
+    scope: str,
+    digest: str,
     now: datetime,
 ) -> Claim:
     await session.execute(
         delete(IdempotencyKey).where(
-            IdempotencyKey.owner_id == owner_id, IdempotencyKey.key == key,
+            IdempotencyKey.owner_id == owner_id,
+            IdempotencyKey.key == key,
             IdempotencyKey.created_at < now - RETENTION,
         )
     )
@@ -76,14 +83,20 @@ async def claim(
     if row.scope != scope or row.request_hash != digest:
         raise Conflict(
             "This Idempotency-Key was used with a different request.",
-            field="Idempotency-Key", reason="idempotency-key-reused",
+            field="Idempotency-Key",
+            reason="idempotency-key-reused",
         )
-    return Claim(new=False, resource_id=row.resource_id, response_status=row.response_status,
-                 response_body=row.response_body)
+    return Claim(
+        new=False,
+        resource_id=row.resource_id,
+        response_status=row.response_status,
+        response_body=row.response_body,
+    )
 
 
-async def attach(session: AsyncSession, *, owner_id: uuid.UUID, key: str,
-                 resource_id: uuid.UUID) -> None:
+async def attach(
+    session: AsyncSession, *, owner_id: uuid.UUID, key: str, resource_id: uuid.UUID
+) -> None:
     await session.execute(
         update(IdempotencyKey)
         .where(IdempotencyKey.owner_id == owner_id, IdempotencyKey.key == key)
@@ -92,13 +105,21 @@ async def attach(session: AsyncSession, *, owner_id: uuid.UUID, key: str,
 
 
 async def complete(
-    session: AsyncSession, *, owner_id: uuid.UUID, key: str, status: int, body: dict[str, Any],
+    session: AsyncSession,
+    *,
+    owner_id: uuid.UUID,
+    key: str,
+    status: int,
+    body: dict[str, Any],
     now: datetime,
 ) -> None:
     await session.execute(
         update(IdempotencyKey)
-        .where(IdempotencyKey.owner_id == owner_id, IdempotencyKey.key == key,
-               IdempotencyKey.response_status.is_(None))
+        .where(
+            IdempotencyKey.owner_id == owner_id,
+            IdempotencyKey.key == key,
+            IdempotencyKey.response_status.is_(None),
+        )
         .values(response_status=status, response_body=body, completed_at=now)
     )
 

@@ -1,1 +1,1 @@
-"""Orders: checkout, fulfilments per cooperative, lines with their share snapshots, the state machine."""
+"""Orders: checkout, one fulfilment per cooperative, lines with share snapshots, states."""

@@ -71,7 +71,12 @@ def _merge(lines: list[CartLine]) -> list[tuple[uuid.UUID, int]]:
 
 
 async def place_order(
-    session: AsyncSession, buyer: User, cart: Cart, *, fees: FeePolicy, now: datetime,
+    session: AsyncSession,
+    buyer: User,
+    cart: Cart,
+    *,
+    fees: FeePolicy,
+    now: datetime,
     reservation: timedelta,
 ) -> Order:
     """Create the order, its fulfilments, lines and payment record, with stock reserved.
@@ -102,12 +107,20 @@ async def place_order(
 
     stripe = cart.payment_method is PaymentMethod.stripe
     order = Order(
-        id=uuid.uuid4(), buyer_id=buyer.id, payment_method=cart.payment_method,
+        id=uuid.uuid4(),
+        buyer_id=buyer.id,
+        payment_method=cart.payment_method,
         status=OrderStatus.awaiting_payment if stripe else OrderStatus.confirmed,
-        currency=currency, items_fen=0, fee_fen=0, total_fen=0,
-        delivery_type=cart.delivery.type, delivery_address=cart.delivery.address,
-        pickup_site_id=cart.delivery.site_id, reserved_until=now + reservation if stripe else None,
-        created_at=now, updated_at=now,
+        currency=currency,
+        items_fen=0,
+        fee_fen=0,
+        total_fen=0,
+        delivery_type=cart.delivery.type,
+        delivery_address=cart.delivery.address,
+        pickup_site_id=cart.delivery.site_id,
+        reserved_until=now + reservation if stripe else None,
+        created_at=now,
+        updated_at=now,
     )
     session.add(order)
     # No ORM relationships tie these tables, so flush in foreign-key order by hand.
@@ -120,26 +133,44 @@ async def place_order(
         fulfilment = fulfilments.get(product.cooperative_id)
         if fulfilment is None:
             fulfilment = Fulfilment(
-                id=uuid.uuid4(), order_id=order.id, cooperative_id=product.cooperative_id,
-                county_code=product.county_code, items_fen=0,
+                id=uuid.uuid4(),
+                order_id=order.id,
+                cooperative_id=product.cooperative_id,
+                county_code=product.county_code,
+                items_fen=0,
                 status=FulfilmentStatus.awaiting_payment if stripe else FulfilmentStatus.ready,
-                created_at=now, updated_at=now,
+                created_at=now,
+                updated_at=now,
             )
             fulfilments[product.cooperative_id] = fulfilment
         gross = product.price_fen * quantity
         fee_bp = fees.for_line(product.certified)
         snapshot = shares[product_id]
-        lines.append(OrderLine(
-            id=uuid.uuid4(), order_id=order.id, fulfilment_id=fulfilment.id, position=position,
-            product_id=product_id, cooperative_id=product.cooperative_id,
-            county_code=product.county_code, title=product.title, unit=product.unit,
-            unit_price_fen=product.price_fen, quantity=quantity, gross_fen=gross,
-            certified=product.certified, fee_bp=fee_bp, fee_fen=money.fee(gross, fee_bp),
-            share_set_id=snapshot.set_id,
-            shares=[{"household_id": str(s.household_id), "basis_points": s.basis_points}
-                    for s in snapshot.shares],
-            shares_at=now,
-        ))
+        lines.append(
+            OrderLine(
+                id=uuid.uuid4(),
+                order_id=order.id,
+                fulfilment_id=fulfilment.id,
+                position=position,
+                product_id=product_id,
+                cooperative_id=product.cooperative_id,
+                county_code=product.county_code,
+                title=product.title,
+                unit=product.unit,
+                unit_price_fen=product.price_fen,
+                quantity=quantity,
+                gross_fen=gross,
+                certified=product.certified,
+                fee_bp=fee_bp,
+                fee_fen=money.fee(gross, fee_bp),
+                share_set_id=snapshot.set_id,
+                shares=[
+                    {"household_id": str(s.household_id), "basis_points": s.basis_points}
+                    for s in snapshot.shares
+                ],
+                shares_at=now,
+            )
+        )
         items[product.cooperative_id] += gross
     for cooperative_id, fulfilment in fulfilments.items():
         fulfilment.items_fen = items[cooperative_id]
@@ -149,11 +180,24 @@ async def place_order(
     session.add_all(fulfilments.values())
     await session.flush()
     session.add_all(lines)
-    session.add(Payment(
-        order_id=order.id, provider=Provider.stripe if stripe else Provider.cash,
-        state=PaymentState.pending, amount_fen=order.total_fen, currency=currency,
-    ))
-    session.add(OrderEvent(order_id=order.id, from_status=None, to_status=order.status.value,
-                           reason="checkout", actor_id=buyer.id, at=now))
+    session.add(
+        Payment(
+            order_id=order.id,
+            provider=Provider.stripe if stripe else Provider.cash,
+            state=PaymentState.pending,
+            amount_fen=order.total_fen,
+            currency=currency,
+        )
+    )
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_status=None,
+            to_status=order.status.value,
+            reason="checkout",
+            actor_id=buyer.id,
+            at=now,
+        )
+    )
     await session.flush()
     return order

@@ -41,27 +41,41 @@ class Answer:
 
 
 async def checkout(
-    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway | None, buyer: User,
-    cart: Cart, *, key: str, digest: str, fees: FeePolicy, reservation: timedelta,
-    now: datetime, render: Render,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway | None,
+    buyer: User,
+    cart: Cart,
+    *,
+    key: str,
+    digest: str,
+    fees: FeePolicy,
+    reservation: timedelta,
+    now: datetime,
+    render: Render,
 ) -> Answer:
     if cart.payment_method is PaymentMethod.stripe and gateway is None:
-        raise Invalid("Card and wallet payments are not configured here; choose cash on "
-                      "delivery.", field="payment_method", reason="stripe-not-configured")
+        raise Invalid(
+            "Card and wallet payments are not configured here; choose cash on delivery.",
+            field="payment_method",
+            reason="stripe-not-configured",
+        )
     async with sessionmaker() as session, session.begin():
-        claim = await idempotency.claim(session, owner_id=buyer.id, key=key, scope="checkout",
-                                        digest=digest, now=now)
+        claim = await idempotency.claim(
+            session, owner_id=buyer.id, key=key, scope="checkout", digest=digest, now=now
+        )
         if claim.completed:
             assert claim.response_status is not None and claim.response_body is not None
             return Answer(claim.response_status, claim.response_body, replayed=True)
         if claim.new:
-            order = await place_order(session, buyer, cart, fees=fees, now=now,
-                                      reservation=reservation)
+            order = await place_order(
+                session, buyer, cart, fees=fees, now=now, reservation=reservation
+            )
             await idempotency.attach(session, owner_id=buyer.id, key=key, resource_id=order.id)
             if order.payment_method is PaymentMethod.cod:
                 body = render(await orders.view(session, order), None)
-                await idempotency.complete(session, owner_id=buyer.id, key=key, status=201,
-                                           body=body, now=now)
+                await idempotency.complete(
+                    session, owner_id=buyer.id, key=key, status=201, body=body, now=now
+                )
                 return Answer(201, body, replayed=False)
             order_id = order.id
         else:
@@ -70,13 +84,20 @@ async def checkout(
             assert claim.resource_id is not None
             order_id = claim.resource_id
     assert gateway is not None
-    return await _attach_intent(sessionmaker, gateway, buyer, order_id, key=key, now=now,
-                                render=render)
+    return await _attach_intent(
+        sessionmaker, gateway, buyer, order_id, key=key, now=now, render=render
+    )
 
 
 async def _attach_intent(
-    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway, buyer: User,
-    order_id: uuid.UUID, *, key: str, now: datetime, render: Render,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway,
+    buyer: User,
+    order_id: uuid.UUID,
+    *,
+    key: str,
+    now: datetime,
+    render: Render,
 ) -> Answer:
     async with sessionmaker() as session:
         order = await session.get(Order, order_id)
@@ -86,28 +107,41 @@ async def _attach_intent(
     except ProviderError as exc:
         raise Unavailable(
             "The payment provider did not answer. The order is kept; retry with the same "
-            "Idempotency-Key.", reason="payment-provider-unavailable", order_id=str(order_id),
+            "Idempotency-Key.",
+            reason="payment-provider-unavailable",
+            order_id=str(order_id),
         ) from exc
     except ProviderRejected as exc:
         raise Unavailable(
             f"The payment provider refused the payment: {exc}. Retry later with the same "
-            "Idempotency-Key.", reason="payment-provider-rejected", order_id=str(order_id),
+            "Idempotency-Key.",
+            reason="payment-provider-rejected",
+            order_id=str(order_id),
             retry_after=30,
         ) from exc
     async with sessionmaker() as session, session.begin():
         order = await orders.lock_order(session, order_id)
         await payments.record_intent(session, order_id, intent)
         if order.status is not OrderStatus.awaiting_payment:
-            raise Conflict(f"This order is {order.status.value} already.",
-                           reason="order-not-payable", order_id=str(order_id))
+            raise Conflict(
+                f"This order is {order.status.value} already.",
+                reason="order-not-payable",
+                order_id=str(order_id),
+            )
         body = render(await orders.view(session, order), intent.client_secret)
-        await idempotency.complete(session, owner_id=buyer.id, key=key, status=201, body=body,
-                                   now=now)
+        await idempotency.complete(
+            session, owner_id=buyer.id, key=key, status=201, body=body, now=now
+        )
     return Answer(201, body, replayed=False)
 
 
 async def cancel_by_buyer(
-    session: AsyncSession, actor: User, order_id: uuid.UUID, *, now: datetime, enqueue: Enqueue,
+    session: AsyncSession,
+    actor: User,
+    order_id: uuid.UUID,
+    *,
+    now: datetime,
+    enqueue: Enqueue,
     reason: str = "cancelled by the buyer",
 ) -> tuple[Order, Refund | None]:
     """Cancel before shipment; a paid order gets its money back, an open intent is cancelled."""
@@ -120,64 +154,88 @@ async def cancel_by_buyer(
     refund = None
     if payment.provider_payment_id and payment.state is PaymentState.pending:
         payment.state = PaymentState.canceled
-        await enqueue(session, payments.CANCEL_INTENT_JOB,
-                      {"intent_id": payment.provider_payment_id},
-                      dedupe_key=f"cancel:{payment.provider_payment_id}")
+        await enqueue(
+            session,
+            payments.CANCEL_INTENT_JOB,
+            {"intent_id": payment.provider_payment_id},
+            dedupe_key=f"cancel:{payment.provider_payment_id}",
+        )
     if paid:
         left = order.paid_fen - await payments.committed_refunds(session, order.id)
         if left > 0:
             lines = await orders.order_lines(session, order.id)
             refund = await payments.refund_lines(
-                session, order, lines, payments.RefundRequest(amount_fen=left, reason=reason),
-                requested_by=actor, enqueue=enqueue,
+                session,
+                order,
+                lines,
+                payments.RefundRequest(amount_fen=left, reason=reason),
+                requested_by=actor,
+                enqueue=enqueue,
             )
     return order, refund
 
 
-async def expire_due(session: AsyncSession, *, now: datetime, enqueue: Enqueue,
-                     limit: int = 200) -> int:
+async def expire_due(
+    session: AsyncSession, *, now: datetime, enqueue: Enqueue, limit: int = 200
+) -> int:
     """Cancel unpaid Stripe orders whose reservation ran out, returning their stock.
 
     SKIP LOCKED lets several workers sweep at once without waiting on each other;
     the state machine makes a second expiry of one order impossible.
     """
-    due = list((await session.scalars(
-        select(Order)
-        .where(Order.status == OrderStatus.awaiting_payment, Order.reserved_until <= now)
-        .order_by(Order.reserved_until)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
-    )).all())
+    due = list(
+        (
+            await session.scalars(
+                select(Order)
+                .where(Order.status == OrderStatus.awaiting_payment, Order.reserved_until <= now)
+                .order_by(Order.reserved_until)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    )
     for order in due:
         payment = await payments.payment_of(session, order.id, lock=True)
         await orders.cancel(session, order, reason="reservation expired", actor_id=None, now=now)
         if payment.state is PaymentState.pending:
             payment.state = PaymentState.canceled
             if payment.provider_payment_id:
-                await enqueue(session, payments.CANCEL_INTENT_JOB,
-                              {"intent_id": payment.provider_payment_id},
-                              dedupe_key=f"cancel:{payment.provider_payment_id}")
+                await enqueue(
+                    session,
+                    payments.CANCEL_INTENT_JOB,
+                    {"intent_id": payment.provider_payment_id},
+                    dedupe_key=f"cancel:{payment.provider_payment_id}",
+                )
     return len(due)
 
 
 async def refund(
-    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway | None, actor: User,
-    order_id: uuid.UUID, spec: payments.RefundRequest, *, key: str, digest: str, now: datetime,
-    enqueue: Enqueue, render: Callable[[Refund], dict[str, Any]],
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway | None,
+    actor: User,
+    order_id: uuid.UUID,
+    spec: payments.RefundRequest,
+    *,
+    key: str,
+    digest: str,
+    now: datetime,
+    enqueue: Enqueue,
+    render: Callable[[Refund], dict[str, Any]],
 ) -> Answer:
     """Record a refund (with its job), try Stripe at once, answer; a retry resumes or replays."""
     async with sessionmaker() as session, session.begin():
-        claim = await idempotency.claim(session, owner_id=actor.id, key=key,
-                                        scope=f"refund:{order_id}", digest=digest, now=now)
+        claim = await idempotency.claim(
+            session, owner_id=actor.id, key=key, scope=f"refund:{order_id}", digest=digest, now=now
+        )
         if claim.completed:
             assert claim.response_status is not None and claim.response_body is not None
             return Answer(claim.response_status, claim.response_body, replayed=True)
         if claim.new:
-            created = await payments.request_refund(session, actor, order_id, spec, now=now,
-                                                    enqueue=enqueue)
-            await idempotency.attach(session, owner_id=actor.id, key=key,
-                                     resource_id=created.id)
+            created = await payments.request_refund(
+                session, actor, order_id, spec, now=now, enqueue=enqueue
+            )
+            await idempotency.attach(session, owner_id=actor.id, key=key, resource_id=created.id)
             refund_id = created.id
         else:
             assert claim.resource_id is not None
@@ -187,6 +245,7 @@ async def refund(
         final = await session.get(Refund, refund_id, populate_existing=True)
         assert final is not None
         body = render(final)
-        await idempotency.complete(session, owner_id=actor.id, key=key, status=201, body=body,
-                                   now=now)
+        await idempotency.complete(
+            session, owner_id=actor.id, key=key, status=201, body=body, now=now
+        )
     return Answer(201, body, replayed=False)

@@ -69,18 +69,25 @@ class Order(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint("paid_fen >= 0 AND paid_fen <= total_fen", name="paid_within_total"),
-        CheckConstraint("refunded_fen >= 0 AND refunded_fen <= paid_fen",
-                        name="refunded_within_paid"),
-        Index("ix_orders_buyer_id_created_at", "buyer_id", text("created_at DESC"), text("id DESC")),
-        Index("ix_orders_reserved_until", "reserved_until",
-              postgresql_where=text("status = 'awaiting_payment'")),
+        CheckConstraint(
+            "refunded_fen >= 0 AND refunded_fen <= paid_fen", name="refunded_within_paid"
+        ),
+        Index(
+            "ix_orders_buyer_id_created_at", "buyer_id", text("created_at DESC"), text("id DESC")
+        ),
+        Index(
+            "ix_orders_reserved_until",
+            "reserved_until",
+            postgresql_where=text("status = 'awaiting_payment'"),
+        ),
     )
 
     buyer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus, "order_status"))
     payment_method: Mapped[PaymentMethod] = mapped_column(_enum(PaymentMethod, "payment_method"))
     payment_status: Mapped[PaymentStatus] = mapped_column(
-        _enum(PaymentStatus, "order_payment_status"), default=PaymentStatus.unpaid,
+        _enum(PaymentStatus, "order_payment_status"),
+        default=PaymentStatus.unpaid,
         server_default=PaymentStatus.unpaid.value,
     )
     currency: Mapped[str] = mapped_column(CHAR(3))
@@ -107,8 +114,12 @@ class Fulfilment(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "fulfilments"
     __table_args__ = (
         UniqueConstraint("order_id", "cooperative_id"),
-        Index("ix_fulfilments_cooperative_id_status", "cooperative_id", "status",
-              text("created_at DESC")),
+        Index(
+            "ix_fulfilments_cooperative_id_status",
+            "cooperative_id",
+            "status",
+            text("created_at DESC"),
+        ),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))

@@ -39,7 +39,9 @@ class OrderView:
 async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order:
     order = (
         await session.scalars(
-            select(Order).where(Order.id == order_id).with_for_update()
+            select(Order)
+            .where(Order.id == order_id)
+            .with_for_update()
             .execution_options(populate_existing=True)
         )
     ).one_or_none()
@@ -49,26 +51,41 @@ async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order:
 
 
 async def order_lines(session: AsyncSession, order_id: uuid.UUID) -> list[OrderLine]:
-    return list((await session.scalars(
-        select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.position)
-        .execution_options(populate_existing=True)
-    )).all())
+    return list(
+        (
+            await session.scalars(
+                select(OrderLine)
+                .where(OrderLine.order_id == order_id)
+                .order_by(OrderLine.position)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    )
 
 
-async def view(session: AsyncSession, order: Order, *, cooperative_id: uuid.UUID | None = None
-               ) -> OrderView:
+async def view(
+    session: AsyncSession, order: Order, *, cooperative_id: uuid.UUID | None = None
+) -> OrderView:
     # Columns the database sets on update (updated_at) are reloaded, not lazily fetched.
     await session.refresh(order)
-    fulfilments = list((await session.scalars(
-        select(Fulfilment).where(Fulfilment.order_id == order.id).order_by(Fulfilment.created_at,
-                                                                           Fulfilment.id)
-        .execution_options(populate_existing=True)
-    )).all())
+    fulfilments = list(
+        (
+            await session.scalars(
+                select(Fulfilment)
+                .where(Fulfilment.order_id == order.id)
+                .order_by(Fulfilment.created_at, Fulfilment.id)
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    )
     lines = await order_lines(session, order.id)
-    payment = (await session.scalars(
-        select(Payment).where(Payment.order_id == order.id)
-        .execution_options(populate_existing=True)
-    )).one_or_none()
+    payment = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.order_id == order.id)
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
     if cooperative_id is not None:
         fulfilments = [f for f in fulfilments if f.cooperative_id == cooperative_id]
         lines = [line for line in lines if line.cooperative_id == cooperative_id]
@@ -96,13 +113,20 @@ async def get_for(session: AsyncSession, actor: User, order_id: uuid.UUID) -> Or
 
 
 async def list_for(
-    session: AsyncSession, actor: User, *, status: OrderStatus | None, limit: int,
+    session: AsyncSession,
+    actor: User,
+    *,
+    status: OrderStatus | None,
+    limit: int,
     cursor: str | None,
 ) -> Page[Order]:
     stmt = select(Order).order_by(Order.created_at.desc(), Order.id.desc())
     if actor.role is Role.manager and actor.cooperative_id is not None:
-        stmt = stmt.where(exists().where(Fulfilment.order_id == Order.id,
-                                         Fulfilment.cooperative_id == actor.cooperative_id))
+        stmt = stmt.where(
+            exists().where(
+                Fulfilment.order_id == Order.id, Fulfilment.cooperative_id == actor.cooperative_id
+            )
+        )
     elif actor.role is not Role.admin:
         stmt = stmt.where(Order.buyer_id == actor.id)
     if status is not None:
@@ -110,13 +134,23 @@ async def list_for(
     if cursor:
         created, after = decode_cursor(cursor, "orders", datetime.fromisoformat, uuid.UUID)
         stmt = stmt.where(tuple_(Order.created_at, Order.id) < tuple_(created, after))
-    return await page_of(session, stmt, limit=limit, kind="orders",
-                         key=lambda o: [o.created_at.isoformat(), str(o.id)])
+    return await page_of(
+        session,
+        stmt,
+        limit=limit,
+        kind="orders",
+        key=lambda o: [o.created_at.isoformat(), str(o.id)],
+    )
 
 
 async def fulfilment_queue(
-    session: AsyncSession, actor: User, cooperative_id: uuid.UUID, *,
-    status: FulfilmentStatus | None, limit: int, cursor: str | None,
+    session: AsyncSession,
+    actor: User,
+    cooperative_id: uuid.UUID,
+    *,
+    status: FulfilmentStatus | None,
+    limit: int,
+    cursor: str | None,
 ) -> Page[Fulfilment]:
     access.ensure_role(actor, Role.admin, Role.manager)
     access.ensure_cooperative(actor, cooperative_id)
@@ -130,20 +164,28 @@ async def fulfilment_queue(
     if cursor:
         created, after = decode_cursor(cursor, "fulfilments", datetime.fromisoformat, uuid.UUID)
         stmt = stmt.where(tuple_(Fulfilment.created_at, Fulfilment.id) < tuple_(created, after))
-    return await page_of(session, stmt, limit=limit, kind="fulfilments",
-                         key=lambda f: [f.created_at.isoformat(), str(f.id)])
+    return await page_of(
+        session,
+        stmt,
+        limit=limit,
+        kind="fulfilments",
+        key=lambda f: [f.created_at.isoformat(), str(f.id)],
+    )
 
 
 def _items(lines: list[OrderLine]) -> list[tuple[uuid.UUID, int]]:
     return [(line.product_id, line.quantity) for line in lines]
 
 
-async def _set_fulfilments(session: AsyncSession, order_id: uuid.UUID,
-                           status: FulfilmentStatus, now: datetime) -> None:
+async def _set_fulfilments(
+    session: AsyncSession, order_id: uuid.UUID, status: FulfilmentStatus, now: datetime
+) -> None:
     await session.execute(
         update(Fulfilment)
-        .where(Fulfilment.order_id == order_id,
-               Fulfilment.status.in_([FulfilmentStatus.awaiting_payment, FulfilmentStatus.ready]))
+        .where(
+            Fulfilment.order_id == order_id,
+            Fulfilment.status.in_([FulfilmentStatus.awaiting_payment, FulfilmentStatus.ready]),
+        )
         .values(status=status, updated_at=now)
     )
 
@@ -158,8 +200,9 @@ async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now:
     order.paid_at = now
     order.payment_status = PaymentStatus.paid
     order.reserved_until = None
-    states.move(session, order, OrderStatus.confirmed, reason="payment succeeded",
-                actor_id=None, now=now)
+    states.move(
+        session, order, OrderStatus.confirmed, reason="payment succeeded", actor_id=None, now=now
+    )
     await _set_fulfilments(session, order.id, FulfilmentStatus.ready, now)
     lines = await order_lines(session, order.id)
     await catalog.mark_sold(session, _items(lines))
@@ -167,13 +210,19 @@ async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now:
     for line in lines:
         snapshot = snapshots[line.product_id]
         line.share_set_id = snapshot.set_id
-        line.shares = [{"household_id": str(s.household_id), "basis_points": s.basis_points}
-                       for s in snapshot.shares]
+        line.shares = [
+            {"household_id": str(s.household_id), "basis_points": s.basis_points}
+            for s in snapshot.shares
+        ]
         line.shares_at = now
 
 
 async def cancel(
-    session: AsyncSession, order: Order, *, reason: str, actor_id: uuid.UUID | None,
+    session: AsyncSession,
+    order: Order,
+    *,
+    reason: str,
+    actor_id: uuid.UUID | None,
     now: datetime,
 ) -> None:
     """Cancel an order not yet shipped and give its goods back to stock, exactly once.

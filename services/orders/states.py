@@ -26,8 +26,13 @@ def can_move(current: OrderStatus, to: OrderStatus) -> bool:
 
 
 def move(
-    session: AsyncSession, order: Order, to: OrderStatus, *, reason: str,
-    actor_id: uuid.UUID | None, now: datetime,
+    session: AsyncSession,
+    order: Order,
+    to: OrderStatus,
+    *,
+    reason: str,
+    actor_id: uuid.UUID | None,
+    now: datetime,
 ) -> None:
     """Change an order's status and append the change to its history.
 
@@ -38,10 +43,20 @@ def move(
     if not can_move(current, to):
         raise Conflict(
             f"An order cannot move from {current.value} to {to.value}.",
-            field="status", reason="illegal-transition",
-            from_status=current.value, to_status=to.value,
+            field="status",
+            reason="illegal-transition",
+            from_status=current.value,
+            to_status=to.value,
         )
     order.status = to
     order.updated_at = now
-    session.add(OrderEvent(order_id=order.id, from_status=current.value, to_status=to.value,
-                           reason=reason, actor_id=actor_id, at=now))
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_status=current.value,
+            to_status=to.value,
+            reason=reason,
+            actor_id=actor_id,
+            at=now,
+        )
+    )

@@ -28,7 +28,7 @@ NOT_CONFIGURED_RETRY = timedelta(minutes=10)
 
 
 def use_gateway(gateway: StripeGateway | None) -> None:
-    global _gateway  # noqa: PLW0603 - process configuration, set once at start
+    global _gateway
     _gateway = gateway
 
 
@@ -47,8 +47,9 @@ async def execute_refund(session: AsyncSession, payload: dict[str, Any]) -> None
 async def cancel_intent(session: AsyncSession, payload: dict[str, Any]) -> None:
     intent_id = str(payload["intent_id"])
     try:
-        await _require_gateway().cancel_payment_intent(intent_id,
-                                                       idempotency_key=f"cancel:{intent_id}")
+        await _require_gateway().cancel_payment_intent(
+            intent_id, idempotency_key=f"cancel:{intent_id}"
+        )
     except ProviderRejected as exc:
         # Most often the buyer paid in the meantime: the succeeded event will find
         # the order cancelled and refund the money. Nothing to retry here.

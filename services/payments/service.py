@@ -45,10 +45,12 @@ def intent_key(order_id: uuid.UUID) -> str:
     return f"order:{order_id}:pi"
 
 
-async def payment_of(session: AsyncSession, order_id: uuid.UUID, *, lock: bool = False
-                     ) -> Payment:
-    stmt = select(Payment).where(Payment.order_id == order_id).execution_options(
-        populate_existing=True)
+async def payment_of(session: AsyncSession, order_id: uuid.UUID, *, lock: bool = False) -> Payment:
+    stmt = (
+        select(Payment)
+        .where(Payment.order_id == order_id)
+        .execution_options(populate_existing=True)
+    )
     if lock:
         stmt = stmt.with_for_update()
     payment = (await session.scalars(stmt)).one_or_none()
@@ -60,8 +62,10 @@ async def payment_of(session: AsyncSession, order_id: uuid.UUID, *, lock: bool =
 async def request_intent(gateway: StripeGateway, order: Order) -> Intent:
     """Ask Stripe for the order's PaymentIntent; the same order always gets the same one."""
     return await gateway.create_payment_intent(
-        amount=order.total_fen, currency=order.currency,
-        metadata={"order_id": str(order.id)}, idempotency_key=intent_key(order.id),
+        amount=order.total_fen,
+        currency=order.currency,
+        metadata={"order_id": str(order.id)},
+        idempotency_key=intent_key(order.id),
     )
 
 
@@ -94,9 +98,16 @@ async def receive_event(
     inserted = (
         await session.execute(
             insert(StripeEvent)
-            .values(id=event.id, type=event.type, object_id=event.object_id,
-                    created=event.created, livemode=event.livemode, payload=event.payload,
-                    outcome="received", received_at=now)
+            .values(
+                id=event.id,
+                type=event.type,
+                object_id=event.object_id,
+                created=event.created,
+                livemode=event.livemode,
+                payload=event.payload,
+                outcome="received",
+                received_at=now,
+            )
             .on_conflict_do_nothing(index_elements=[StripeEvent.id])
             .returning(StripeEvent.id)
         )
@@ -112,14 +123,19 @@ async def receive_event(
 
 
 async def _payment_for_intent(session: AsyncSession, obj: dict[str, Any]) -> Payment | None:
-    intent_id = obj.get("id") if obj.get("object") == "payment_intent" else obj.get(
-        "payment_intent")
+    intent_id = (
+        obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    )
     if not intent_id:
         return None
-    payment = (await session.scalars(
-        select(Payment).where(Payment.provider_payment_id == str(intent_id))
-        .with_for_update().execution_options(populate_existing=True)
-    )).one_or_none()
+    payment = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.provider_payment_id == str(intent_id))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
     if payment is None:
         # The intent may be recorded after Stripe already reported on it: find it by order.
         order_id = (obj.get("metadata") or {}).get("order_id")
@@ -152,11 +168,18 @@ async def _on_succeeded(session: AsyncSession, event: Event, now: datetime, enqu
     order.paid_fen = amount
     order.paid_at = event.created
     order.payment_status = PaymentStatus.paid
-    refund = await _new_refund(session, order, payment, amount=amount,
-                               reason="payment arrived after the order was cancelled",
-                               actor=None, allocation=[])
-    await enqueue(session, REFUND_JOB, {"refund_id": str(refund.id)},
-                  dedupe_key=f"refund:{refund.id}")
+    refund = await _new_refund(
+        session,
+        order,
+        payment,
+        amount=amount,
+        reason="payment arrived after the order was cancelled",
+        actor=None,
+        allocation=[],
+    )
+    await enqueue(
+        session, REFUND_JOB, {"refund_id": str(refund.id)}, dedupe_key=f"refund:{refund.id}"
+    )
     return "late-payment-refunded"
 
 
@@ -182,18 +205,23 @@ async def _on_canceled(session: AsyncSession, event: Event, now: datetime, enque
     payment.state = PaymentState.canceled
     order = await orders.lock_order(session, payment.order_id)
     if order.status is OrderStatus.awaiting_payment:
-        await orders.cancel(session, order, reason="payment intent canceled", actor_id=None,
-                            now=now)
+        await orders.cancel(
+            session, order, reason="payment intent canceled", actor_id=None, now=now
+        )
         return "order-cancelled"
     return "payment-canceled"
 
 
 async def _on_refund(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
     obj = event.object
-    refund = (await session.scalars(
-        select(Refund).where(Refund.provider_refund_id == str(obj.get("id")))
-        .with_for_update().execution_options(populate_existing=True)
-    )).one_or_none()
+    refund = (
+        await session.scalars(
+            select(Refund)
+            .where(Refund.provider_refund_id == str(obj.get("id")))
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
     status = str(obj.get("status"))
     if refund is None:
         payment = await _payment_for_intent(session, obj)
@@ -201,29 +229,46 @@ async def _on_refund(session: AsyncSession, event: Event, now: datetime, enqueue
             return "unknown-refund"
         order = await orders.lock_order(session, payment.order_id)
         amount = int(obj.get("amount") or 0)
-        refund = await _new_refund(session, order, payment, amount=amount,
-                                   reason="refunded in Stripe", actor=None, allocation=None)
+        refund = await _new_refund(
+            session,
+            order,
+            payment,
+            amount=amount,
+            reason="refunded in Stripe",
+            actor=None,
+            allocation=None,
+        )
         refund.provider_refund_id = str(obj.get("id"))
         await _settle_refund(session, refund, RefundState.succeeded)
         return "external-refund-recorded"
-    target = {"succeeded": RefundState.succeeded, "failed": RefundState.failed,
-              "canceled": RefundState.canceled}.get(status)
+    target = {
+        "succeeded": RefundState.succeeded,
+        "failed": RefundState.failed,
+        "canceled": RefundState.canceled,
+    }.get(status)
     if target is None or refund.state is not RefundState.pending:
         return "stale"
     await _settle_refund(session, refund, target)
     return f"refund-{target.value}"
 
 
-async def _on_charge_refunded(session: AsyncSession, event: Event, now: datetime,
-                              enqueue: Any) -> str:
+async def _on_charge_refunded(
+    session: AsyncSession, event: Event, now: datetime, enqueue: Any
+) -> str:
     """A charge was refunded: settle our pending refunds on it; record any made in Stripe."""
     payment = await _payment_for_intent(session, event.object)
     if payment is None:
         return "unknown-intent"
-    refunds = list((await session.scalars(
-        select(Refund).where(Refund.payment_id == payment.id).with_for_update()
-        .execution_options(populate_existing=True)
-    )).all())
+    refunds = list(
+        (
+            await session.scalars(
+                select(Refund)
+                .where(Refund.payment_id == payment.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    )
     refunded = int(event.object.get("amount_refunded") or 0)
     settled = sum(r.amount_fen for r in refunds if r.state is RefundState.succeeded)
     for refund in refunds:
@@ -233,8 +278,15 @@ async def _on_charge_refunded(session: AsyncSession, event: Event, now: datetime
     pending = sum(r.amount_fen for r in refunds if r.state is RefundState.pending)
     if refunded > settled + pending:
         order = await orders.lock_order(session, payment.order_id)
-        extra = await _new_refund(session, order, payment, amount=refunded - settled - pending,
-                                  reason="refunded in Stripe", actor=None, allocation=None)
+        extra = await _new_refund(
+            session,
+            order,
+            payment,
+            amount=refunded - settled - pending,
+            reason="refunded in Stripe",
+            actor=None,
+            allocation=None,
+        )
         await _settle_refund(session, extra, RefundState.succeeded)
         return "external-refund-recorded"
     return "refunds-settled"
@@ -282,17 +334,26 @@ class RefundRequest:
 
 async def committed_refunds(session: AsyncSession, order_id: uuid.UUID) -> int:
     """Money already refunded or on its way back: pending refunds count too."""
-    total = (await session.execute(
-        select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
-            Refund.order_id == order_id,
-            Refund.state.in_([RefundState.pending, RefundState.succeeded]))
-    )).scalar_one()
+    total = (
+        await session.execute(
+            select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
+                Refund.order_id == order_id,
+                Refund.state.in_([RefundState.pending, RefundState.succeeded]),
+            )
+        )
+    ).scalar_one()
     return int(total)
 
 
 async def _new_refund(
-    session: AsyncSession, order: Order, payment: Payment, *, amount: int, reason: str,
-    actor: User | None, allocation: list[dict[str, Any]] | None,
+    session: AsyncSession,
+    order: Order,
+    payment: Payment,
+    *,
+    amount: int,
+    reason: str,
+    actor: User | None,
+    allocation: list[dict[str, Any]] | None,
 ) -> Refund:
     """A pending refund whose amount falls on the order's lines (by the given allocation,
     or in proportion to what each line can still give back)."""
@@ -301,16 +362,27 @@ async def _new_refund(
         room = [line.gross_fen - line.refunded_fen for line in lines]
         amount = min(amount, sum(room))
         parts = money.allocate(amount, room) if amount else [0] * len(lines)
-        allocation = [{"line_id": str(line.id), "quantity": 0, "amount_fen": part}
-                      for line, part in zip(lines, parts, strict=True) if part]
+        allocation = [
+            {"line_id": str(line.id), "quantity": 0, "amount_fen": part}
+            for line, part in zip(lines, parts, strict=True)
+            if part
+        ]
     by_id = {str(line.id): line for line in lines}
     for part in allocation:
         line = by_id[part["line_id"]]
         line.refunded_fen += int(part["amount_fen"])
         line.refunded_quantity += int(part["quantity"])
-    refund = Refund(id=uuid.uuid4(), order_id=order.id, payment_id=payment.id, amount_fen=amount,
-                    currency=order.currency, state=RefundState.pending, reason=reason,
-                    allocation=allocation, requested_by=actor.id if actor else None)
+    refund = Refund(
+        id=uuid.uuid4(),
+        order_id=order.id,
+        payment_id=payment.id,
+        amount_fen=amount,
+        currency=order.currency,
+        state=RefundState.pending,
+        reason=reason,
+        allocation=allocation,
+        requested_by=actor.id if actor else None,
+    )
     session.add(refund)
     await session.flush()
     return refund
@@ -322,8 +394,11 @@ async def _settle_refund(session: AsyncSession, refund: Refund, state: RefundSta
     order = await orders.lock_order(session, refund.order_id)
     if state is RefundState.succeeded:
         order.refunded_fen += refund.amount_fen
-        order.payment_status = (PaymentStatus.refunded if order.refunded_fen >= order.paid_fen
-                                else PaymentStatus.partially_refunded)
+        order.payment_status = (
+            PaymentStatus.refunded
+            if order.refunded_fen >= order.paid_fen
+            else PaymentStatus.partially_refunded
+        )
         return
     lines = {str(line.id): line for line in await orders.order_lines(session, order.id)}
     for part in refund.allocation:
@@ -344,8 +419,13 @@ def _ensure_may_refund(actor: User, order: Order, lines: list[OrderLine]) -> lis
 
 
 async def request_refund(
-    session: AsyncSession, actor: User, order_id: uuid.UUID, spec: RefundRequest, *,
-    now: datetime, enqueue: Any,
+    session: AsyncSession,
+    actor: User,
+    order_id: uuid.UUID,
+    spec: RefundRequest,
+    *,
+    now: datetime,
+    enqueue: Any,
 ) -> Refund:
     """Write a pending refund and its job; never more than was paid, across all refunds."""
     order = await orders.lock_order(session, order_id)
@@ -355,8 +435,13 @@ async def request_refund(
 
 
 async def refund_lines(
-    session: AsyncSession, order: Order, mine: list[OrderLine], spec: RefundRequest, *,
-    requested_by: User | None, enqueue: Any,
+    session: AsyncSession,
+    order: Order,
+    mine: list[OrderLine],
+    spec: RefundRequest,
+    *,
+    requested_by: User | None,
+    enqueue: Any,
 ) -> Refund:
     """Refund part of an order, limited to the lines given (the caller's share of it)."""
     payment = await payment_of(session, order.id, lock=True)
@@ -370,51 +455,80 @@ async def refund_lines(
         for index, wanted in enumerate(spec.lines):
             line = by_id.get(wanted.line_id)
             if line is None:
-                raise Invalid("No such line in your part of this order.",
-                              field=f"lines.{index}.line_id")
+                raise Invalid(
+                    "No such line in your part of this order.", field=f"lines.{index}.line_id"
+                )
             if wanted.quantity > line.quantity - line.refunded_quantity:
-                raise Conflict("More than is left to refund on this line.",
-                               field=f"lines.{index}.quantity", reason="refund-exceeds-line")
+                raise Conflict(
+                    "More than is left to refund on this line.",
+                    field=f"lines.{index}.quantity",
+                    reason="refund-exceeds-line",
+                )
             # The line's money per unit, exactly: the last unit carries the rounding.
             left = line.quantity - line.refunded_quantity
-            room = line.gross_fen - line.refunded_fen
-            part = room if wanted.quantity == left else line.unit_price_fen * wanted.quantity
-            allocation.append({"line_id": str(line.id), "quantity": wanted.quantity,
-                               "amount_fen": min(part, room)})
+            line_room = line.gross_fen - line.refunded_fen
+            part = line_room if wanted.quantity == left else line.unit_price_fen * wanted.quantity
+            allocation.append(
+                {
+                    "line_id": str(line.id),
+                    "quantity": wanted.quantity,
+                    "amount_fen": min(part, line_room),
+                }
+            )
         amount = sum(int(a["amount_fen"]) for a in allocation)
     else:
         assert spec.amount_fen is not None
         amount = spec.amount_fen
         room = [line.gross_fen - line.refunded_fen for line in mine]
         if amount > sum(room):
-            raise Conflict("More than is left to refund on these lines.", field="amount_fen",
-                           reason="refund-exceeds-paid")
+            raise Conflict(
+                "More than is left to refund on these lines.",
+                field="amount_fen",
+                reason="refund-exceeds-paid",
+            )
         parts = money.allocate(amount, room)
-        allocation = [{"line_id": str(line.id), "quantity": 0, "amount_fen": part}
-                      for line, part in zip(mine, parts, strict=True) if part]
+        allocation = [
+            {"line_id": str(line.id), "quantity": 0, "amount_fen": part}
+            for line, part in zip(mine, parts, strict=True)
+            if part
+        ]
     if amount <= 0:
         raise Invalid("A refund returns a positive amount.", field="amount_fen")
     if amount > order.paid_fen - await committed_refunds(session, order.id):
-        raise Conflict("Refunds would exceed what was paid.", field="amount_fen",
-                       reason="refund-exceeds-paid")
-    refund = await _new_refund(session, order, payment, amount=amount, reason=spec.reason,
-                               actor=requested_by, allocation=allocation)
+        raise Conflict(
+            "Refunds would exceed what was paid.", field="amount_fen", reason="refund-exceeds-paid"
+        )
+    refund = await _new_refund(
+        session,
+        order,
+        payment,
+        amount=amount,
+        reason=spec.reason,
+        actor=requested_by,
+        allocation=allocation,
+    )
     if payment.provider is Provider.cash:
         # Cash goes back by hand at the site or the door: recorded as returned now.
         await _settle_refund(session, refund, RefundState.succeeded)
     else:
-        await enqueue(session, REFUND_JOB, {"refund_id": str(refund.id)},
-                      dedupe_key=f"refund:{refund.id}")
+        await enqueue(
+            session, REFUND_JOB, {"refund_id": str(refund.id)}, dedupe_key=f"refund:{refund.id}"
+        )
     return refund
 
 
-async def execute_refund(session: AsyncSession, gateway: StripeGateway | None,
-                         refund_id: uuid.UUID) -> Refund:
+async def execute_refund(
+    session: AsyncSession, gateway: StripeGateway | None, refund_id: uuid.UUID
+) -> Refund:
     """Send a pending refund to Stripe (idempotent: key `refund:{id}`) and record the answer."""
-    refund = (await session.scalars(
-        select(Refund).where(Refund.id == refund_id).with_for_update()
-        .execution_options(populate_existing=True)
-    )).one_or_none()
+    refund = (
+        await session.scalars(
+            select(Refund)
+            .where(Refund.id == refund_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
     if refund is None:
         raise NotFound("No such refund.")
     if refund.state is not RefundState.pending or refund.provider_refund_id is not None:
@@ -425,15 +539,17 @@ async def execute_refund(session: AsyncSession, gateway: StripeGateway | None,
     assert payment is not None and payment.provider_payment_id is not None
     try:
         result = await gateway.create_refund(
-            payment_intent=payment.provider_payment_id, amount=refund.amount_fen,
-            idempotency_key=f"refund:{refund.id}", metadata={"order_id": str(refund.order_id),
-                                                             "refund_id": str(refund.id)},
+            payment_intent=payment.provider_payment_id,
+            amount=refund.amount_fen,
+            idempotency_key=f"refund:{refund.id}",
+            metadata={"order_id": str(refund.order_id), "refund_id": str(refund.id)},
         )
     except ProviderRejected as exc:
         # Stripe said no for good (not "try later"): the refund failed and the lines
         # get their refundable room back. ProviderError propagates: the job retries.
-        logger.warning("refund rejected by Stripe",
-                       extra={"refund_id": str(refund.id), "error": str(exc)})
+        logger.warning(
+            "refund rejected by Stripe", extra={"refund_id": str(refund.id), "error": str(exc)}
+        )
         await _settle_refund(session, refund, RefundState.failed)
         return refund
     refund.provider_refund_id = result.id
@@ -445,7 +561,8 @@ async def execute_refund(session: AsyncSession, gateway: StripeGateway | None,
 
 
 async def run_refund_now(
-    sessionmaker: async_sessionmaker[AsyncSession], gateway: StripeGateway | None,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    gateway: StripeGateway | None,
     refund_id: uuid.UUID,
 ) -> None:
     """Best effort at once, so the answer usually shows the outcome; the job retries."""
@@ -455,12 +572,11 @@ async def run_refund_now(
         async with sessionmaker() as session, session.begin():
             await execute_refund(session, gateway, refund_id)
     except ProviderError as exc:
-        logger.warning("refund deferred to the job", extra={"refund_id": str(refund_id),
-                                                           "error": repr(exc)})
+        logger.warning(
+            "refund deferred to the job", extra={"refund_id": str(refund_id), "error": repr(exc)}
+        )
 
 
 def ensure_stripe_order(order: Order) -> None:
     if order.payment_method is not PaymentMethod.stripe:
         raise Conflict("This order is paid on delivery.", reason="not-a-stripe-order")
-
-

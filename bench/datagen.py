@@ -1,0 +1,494 @@
+"""A fictional catalogue at any scale, written straight into a migrated database with COPY.
+
+Province 98 does not exist, so nothing here can be mistaken for real data. Its
+regions go down to villages so that region filters at county, township and
+village level select realistic fractions; cooperatives carry valid unified
+social credit codes; product titles and descriptions are built from a
+vocabulary so that Chinese and English searches match a realistic share.
+
+    python -m bench.datagen --database-url URL [--products N] [--cooperatives N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from stdnum.cn import uscc
+
+from bench.db import connect
+
+PROVINCE = "98"
+CITY = "01"
+TOWNSHIPS_PER_COUNTY = 8
+VILLAGES_PER_TOWNSHIP = 12
+COOPERATIVES_PER_COUNTY = 100
+PRODUCT_CHUNK = 5_000
+
+# The alphabet of the organisation-code part of a credit code (no I, O, S, V, Z).
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    zh: str
+    en: str
+    category: str
+    unit: str
+    low_yuan: int
+    high_yuan: int
+
+
+ITEMS = (
+    Item("河田鸡", "Hetian chicken", "poultry", "只", 88, 298),
+    Item("土鸡蛋", "free-range eggs", "eggs", "盒", 29, 118),
+    Item("土蜂蜜", "wild honey", "honey", "瓶", 39, 268),
+    Item("槐花蜂蜜", "acacia honey", "honey", "瓶", 49, 198),
+    Item("百花蜂蜜", "wildflower honey", "honey", "瓶", 35, 168),
+    Item("蜂巢蜜", "honeycomb", "honey", "盒", 68, 288),
+    Item("脐橙", "navel oranges", "fruit", "箱", 39, 128),
+    Item("猕猴桃", "kiwifruit", "fruit", "箱", 45, 158),
+    Item("百香果", "passion fruit", "fruit", "箱", 29, 99),
+    Item("沃柑", "orah mandarins", "fruit", "箱", 35, 119),
+    Item("高原苹果", "highland apples", "fruit", "箱", 45, 139),
+    Item("香菇", "shiitake mushrooms", "fungi", "袋", 25, 128),
+    Item("黑木耳", "black fungus", "fungi", "袋", 29, 99),
+    Item("竹荪", "bamboo fungus", "fungi", "袋", 59, 299),
+    Item("绿茶", "green tea", "tea", "罐", 58, 680),
+    Item("红茶", "black tea", "tea", "罐", 58, 580),
+    Item("白茶", "white tea", "tea", "饼", 88, 980),
+    Item("大米", "rice", "grain", "袋", 39, 168),
+    Item("小米", "millet", "grain", "袋", 25, 89),
+    Item("荞麦面", "buckwheat noodles", "grain", "袋", 19, 69),
+    Item("红薯粉条", "sweet potato noodles", "grain", "袋", 19, 59),
+    Item("葛根粉", "kudzu root powder", "grain", "罐", 39, 158),
+    Item("腊肉", "cured pork", "meat", "斤", 49, 199),
+    Item("土猪香肠", "farm pork sausages", "meat", "斤", 45, 168),
+    Item("牦牛肉干", "yak jerky", "meat", "袋", 68, 368),
+    Item("核桃", "walnuts", "nuts", "袋", 29, 139),
+    Item("板栗", "chestnuts", "nuts", "袋", 25, 89),
+    Item("山茶油", "camellia oil", "oil", "瓶", 88, 498),
+    Item("菜籽油", "rapeseed oil", "oil", "桶", 49, 168),
+    Item("笋干", "dried bamboo shoots", "dried-vegetables", "袋", 29, 119),
+    Item("辣椒酱", "chilli sauce", "condiments", "瓶", 12, 49),
+    Item("花椒", "sichuan pepper", "condiments", "袋", 19, 99),
+    Item("枸杞", "goji berries", "dried-fruit", "袋", 29, 199),
+    Item("红枣", "red dates", "dried-fruit", "袋", 25, 119),
+    Item("手工布鞋", "handmade cloth shoes", "handicrafts", "双", 69, 299),
+    Item("竹编篮", "woven bamboo basket", "handicrafts", "个", 39, 199),
+    Item("苗绣挂件", "Miao embroidery", "handicrafts", "件", 99, 1999),
+)
+
+# (Chinese, English, weight): "organic" is about one product in ten, as on real shelves.
+MODIFIERS = (
+    ("有机", "organic", 10),
+    ("高山", "highland", 14),
+    ("农家", "farmhouse", 18),
+    ("生态", "eco-grown", 10),
+    ("手工", "handmade", 8),
+    ("野生", "wild-harvested", 6),
+    ("新鲜", "fresh", 12),
+    ("特级", "premium", 8),
+    ("", "", 14),
+)
+SPECS = ("250g", "500g", "1kg", "2.5kg", "5斤装", "10斤装", "礼盒装", "家庭装", "")
+SELLING_POINTS = (
+    "产地直发",
+    "现摘现发",
+    "坏果包赔",
+    "脱贫户自产",
+    "扶贫产品",
+    "无添加",
+    "古法制作",
+    "限量",
+)
+# Place-name syllables: (Chinese, pinyin), combined into county/township/village names.
+HEADS = (
+    ("青", "Qing"),
+    ("石", "Shi"),
+    ("竹", "Zhu"),
+    ("松", "Song"),
+    ("桃", "Tao"),
+    ("杨", "Yang"),
+    ("柳", "Liu"),
+    ("龙", "Long"),
+    ("凤", "Feng"),
+    ("云", "Yun"),
+    ("白", "Bai"),
+    ("黄", "Huang"),
+    ("金", "Jin"),
+    ("长", "Chang"),
+    ("安", "An"),
+    ("平", "Ping"),
+    ("上", "Shang"),
+    ("下", "Xia"),
+    ("东", "Dong"),
+    ("西", "Xi"),
+)
+TAILS = (
+    ("溪", "xi"),
+    ("坪", "ping"),
+    ("坑", "keng"),
+    ("塘", "tang"),
+    ("湾", "wan"),
+    ("岭", "ling"),
+    ("口", "kou"),
+    ("坝", "ba"),
+    ("岗", "gang"),
+    ("田", "tian"),
+    ("山", "shan"),
+    ("水", "shui"),
+)
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何罗高林"
+GIVEN = "建国明华志强秀英桂兰春梅德福永红金山海平"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    code: str
+    name: str
+    pinyin: str
+    county: str  # 12-digit code of the county it is in
+
+
+@dataclass(slots=True)
+class Summary:
+    regions: int = 0
+    cooperatives: int = 0
+    products: int = 0
+    counties: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _place_name(rng: random.Random) -> tuple[str, str]:
+    head, head_py = rng.choice(HEADS)
+    tail, tail_py = rng.choice(TAILS)
+    return head + tail, head_py + tail_py
+
+
+def regions(cooperatives: int, rng: random.Random) -> tuple[list[tuple[Any, ...]], list[Place]]:
+    """Rows of the region table (parents first) and the villages, for a cooperative count."""
+    counties = max(1, math.ceil(cooperatives / COOPERATIVES_PER_COUNTY))
+    province = PROVINCE.ljust(12, "0")
+    city = (PROVINCE + CITY).ljust(12, "0")
+    # code, name, level, parent_code, western, urban, rural_population, household_count
+    rows: list[tuple[Any, ...]] = [
+        (province, "虚构省", "province", None, True, False, None, None),
+        (city, "虚构省示范市", "city", province, True, False, None, None),
+    ]
+    villages: list[Place] = []
+    for c in range(1, counties + 1):
+        county = f"{PROVINCE}{CITY}{c:02d}".ljust(12, "0")
+        name, _ = _place_name(rng)
+        rows.append((county, f"{name}县", "county", city, True, False, 150_000 + c * 997, None))
+        for t in range(1, TOWNSHIPS_PER_COUNTY + 1):
+            township = f"{county[:6]}{t:03d}000"
+            # One township per county is 河田, whose chicken gives the 河田鸡 query its name.
+            tname = "河田" if t == 1 else _place_name(rng)[0]
+            rows.append((township, f"{tname}镇", "township", county, True, False, None, None))
+            for v in range(1, VILLAGES_PER_TOWNSHIP + 1):
+                code = f"{township[:9]}{v:03d}"
+                vname, vpy = _place_name(rng)
+                households = rng.randint(120, 900)
+                rows.append(
+                    (
+                        code,
+                        f"{vname}村",
+                        "village",
+                        township,
+                        True,
+                        False,
+                        households * 4,
+                        households,
+                    )
+                )
+                villages.append(Place(code, vname, vpy, county))
+    return rows, villages
+
+
+def credit_code(county: str, serial: int) -> str:
+    """A valid unified social credit code: 93 (farmers' cooperative), region, serial, check."""
+    digits = []
+    for _ in range(9):
+        serial, rest = divmod(serial, len(USCC_ALPHABET))
+        digits.append(USCC_ALPHABET[rest])
+    body = "93" + county[:6] + "".join(reversed(digits))
+    return body + str(uscc.calc_check_digit(body))
+
+
+@dataclass(frozen=True, slots=True)
+class Coop:
+    id: uuid.UUID
+    county: str
+    village: Place
+    specialties: tuple[Item, ...]
+    active: bool
+
+
+def _uuid(rng: random.Random) -> uuid.UUID:
+    return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+def cooperatives(
+    count: int, villages: list[Place], rng: random.Random
+) -> tuple[list[tuple[Any, ...]], list[Coop]]:
+    rows: list[tuple[Any, ...]] = []
+    coops: list[Coop] = []
+    by_county: dict[str, list[Place]] = {}
+    for place in villages:
+        by_county.setdefault(place.county, []).append(place)
+    counties = sorted(by_county)
+    for serial in range(count):
+        county = counties[serial % len(counties)]
+        village = rng.choice(by_county[county])
+        specialties = tuple(rng.sample(ITEMS, rng.randint(1, 3)))
+        kind = rng.choices(["cooperative", "household_shop", "enterprise"], [70, 20, 10])[0]
+        if kind == "household_shop":
+            name = f"{village.name}村{rng.choice(SURNAMES)}{rng.choice(GIVEN)}家庭农场"
+        elif kind == "enterprise":
+            name = f"{village.name}{specialties[0].zh}农业开发有限公司"
+        else:
+            name = f"{village.name}村{specialties[0].zh}专业合作社"
+        # Most organisations trade; a few are suspended or closed, so the join filter matters.
+        status = rng.choices(["active", "suspended", "closed"], [97, 2, 1])[0]
+        coop = Coop(_uuid(rng), county, village, specialties, status == "active")
+        linkages = rng.sample(["purchase_order", "employment", "dividend", "land_lease"], 2)
+        rows.append(
+            (
+                coop.id,
+                county,
+                village.code,
+                f"{name}{serial + 1}号",
+                kind,
+                credit_code(county, serial + 1),
+                status,
+                linkages,
+                f"{village.name}村的{specialties[0].zh}生产组织，带动建档立卡户增收。",
+                f"1399{serial:07d}",
+            )
+        )
+        coops.append(coop)
+    return rows, coops
+
+
+def _price_fen(item: Item, rng: random.Random) -> int:
+    # Log-uniform within the item's range: many cheap listings, a long tail of dear ones.
+    yuan = math.exp(rng.uniform(math.log(item.low_yuan), math.log(item.high_yuan)))
+    return max(100, int(yuan * 100) // 10 * 10 - 10 * rng.randint(0, 1))
+
+
+def products(
+    serials: range, coops: list[Coop], rng: random.Random, now: datetime
+) -> Iterator[tuple[Any, ...]]:
+    """Product rows in the column order of PRODUCT_COLUMNS; search_terms is left to PostgreSQL."""
+    today = now.date()
+    modifiers = [m[:2] for m in MODIFIERS]
+    modifier_weights = [m[2] for m in MODIFIERS]
+    for serial in serials:
+        coop = rng.choice(coops)
+        item = rng.choice(coop.specialties) if rng.random() < 0.7 else rng.choice(ITEMS)
+        mod_zh, mod_en = rng.choices(modifiers, modifier_weights)[0]
+        place = coop.village if rng.random() < 0.8 else rng.choice(coops).village
+        spec = rng.choice(SPECS)
+        point = rng.choice(SELLING_POINTS)
+        title = f"{place.name}{mod_zh}{item.zh} {spec} {point}".replace("  ", " ").strip()
+        description = (
+            f"产自{place.name}村，{mod_zh}{item.zh}，由合作社组织脱贫户生产，{point}。"
+            f"规格：{spec or '标准装'}，单位：{item.unit}。"
+        )
+        if rng.random() < 0.6:
+            english = f"{mod_en} {item.en}".strip()
+            description += f"\n{english[0].upper()}{english[1:]} from {place.pinyin} village."
+        created = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
+        updated = created + timedelta(seconds=rng.uniform(0, (now - created).total_seconds()))
+        status = rng.choices(["active", "draft", "archived"], [88, 7, 5])[0]
+        stock = 0 if rng.random() < 0.12 else int(rng.lognormvariate(4.5, 1.2)) + 1
+        sold = min(1_000_000, int(rng.paretovariate(1.2) * 10) - 10)
+        roll = rng.random()
+        if roll < 0.35:
+            # About 30% hold a certificate in force, 5% one that has lapsed.
+            valid_until: date | None = (
+                today + timedelta(days=rng.randint(30, 720))
+                if roll < 0.30
+                else today - timedelta(days=rng.randint(1, 365))
+            )
+            number: str | None = f"FP{coop.county[:6]}-{created.year}-{serial + 1:07d}"
+            issuer: str | None = "虚构省乡村振兴局"
+            certified_at: datetime | None = created + timedelta(days=rng.randint(1, 30))
+        else:
+            valid_until = number = issuer = certified_at = None
+        yield (
+            _uuid(rng),
+            coop.id,
+            coop.county,
+            title[:200],
+            description,
+            item.category,
+            item.unit,
+            _price_fen(item, rng),
+            "CNY",
+            stock,
+            sold,
+            [f"https://img.example.invalid/products/{serial + 1}.jpg"],
+            place.code,
+            status,
+            coop.active,
+            number,
+            issuer,
+            valid_until,
+            certified_at,
+            created,
+            updated,
+        )
+
+
+PRODUCT_COLUMNS = (
+    "id",
+    "cooperative_id",
+    "county_code",
+    "title",
+    "description",
+    "category",
+    "unit",
+    "price_fen",
+    "currency",
+    "stock",
+    "sold_count",
+    "image_urls",
+    "origin_village_code",
+    "status",
+    "cooperative_active",  # mirrors the cooperative's status (set_cooperative_listing)
+    "certificate_number",
+    "certificate_issuer",
+    "certificate_valid_until",
+    "certified_at",
+    "created_at",
+    "updated_at",
+)
+REGION_COLUMNS = (
+    "code",
+    "name",
+    "level",
+    "parent_code",
+    "western",
+    "urban",
+    "rural_population",
+    "household_count",
+)
+COOPERATIVE_COLUMNS = (
+    "id",
+    "county_code",
+    "village_code",
+    "name",
+    "kind",
+    "credit_code",
+    "status",
+    "linkages",
+    "description",
+    "contact_phone",
+)
+
+
+async def generate(
+    url: str,
+    *,
+    products_count: int = 100_000,
+    cooperatives_count: int = 1_000,
+    seed: int = 98,
+    jobs: int = 2,
+) -> Summary:
+    """Fill a migrated, empty database; the same seed gives the same data, whatever `jobs`."""
+    if products_count < 1 or cooperatives_count < 1 or jobs < 1:
+        raise ValueError("at least one product, one cooperative and one job")
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    region_rows, villages = regions(cooperatives_count, rng)
+    coop_rows, coops = cooperatives(cooperatives_count, villages, rng)
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "regions", records=region_rows, columns=list(REGION_COLUMNS)
+            )
+            await conn.copy_records_to_table(
+                "cooperatives", records=coop_rows, columns=list(COOPERATIVE_COLUMNS)
+            )
+    finally:
+        await conn.close()
+
+    # PostgreSQL computes search_terms (search_grams) for every row, about 0.3 ms each:
+    # that, not COPY, is the cost, so chunks are loaded over one connection per core.
+    chunks: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(math.ceil(products_count / PRODUCT_CHUNK)):
+        chunks.put_nowait(index)
+
+    async def load() -> None:
+        conn = await connect(url)
+        try:
+            while not chunks.empty():
+                index = chunks.get_nowait()
+                serials = range(
+                    index * PRODUCT_CHUNK, min(products_count, (index + 1) * PRODUCT_CHUNK)
+                )
+                # One generator per chunk, seeded by its index: the data does not depend on
+                # which connection loads which chunk.
+                chunk_rng = random.Random(seed * 1_000_003 + index)
+                await conn.copy_records_to_table(
+                    "products",
+                    records=products(serials, coops, chunk_rng, now),
+                    columns=list(PRODUCT_COLUMNS),
+                )
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(load() for _ in range(jobs)))
+    conn = await connect(url)
+    try:
+        # Fresh statistics, so the planner sees the data the benchmark queries.
+        await conn.execute("ANALYZE regions, cooperatives, products")
+    finally:
+        await conn.close()
+    return Summary(
+        regions=len(region_rows),
+        cooperatives=len(coop_rows),
+        products=products_count,
+        counties=sorted({c.county for c in coops}),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="a migrated, empty database")
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--cooperatives", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=98)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="load connections")
+    args = parser.parse_args(argv)
+    summary = asyncio.run(
+        generate(
+            args.database_url,
+            products_count=args.products,
+            cooperatives_count=args.cooperatives,
+            seed=args.seed,
+            jobs=args.jobs,
+        )
+    )
+    print(
+        f"{summary.regions} regions, {summary.cooperatives} cooperatives, "
+        f"{summary.products} products in {summary.seconds:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
