@@ -26,6 +26,7 @@ from app.api import (
     users,
     webhooks,
 )
+from app.cache import PageCache
 from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.sessionmaker = session_factory(app.state.engine)
     app.state.stripe = stripe_gateway(settings)
+    app.state.catalogue_cache = PageCache(settings.catalogue_cache_seconds)
     # Background jobs of this process (refunds, intent cancellation) reach Stripe here.
     payment_jobs.use_gateway(app.state.stripe)
 

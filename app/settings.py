@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     reservation_minutes: PositiveInt = Field(
         default=30, description="Minutes an unpaid Stripe order holds its stock."
     )
+    catalogue_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description="Seconds a public catalogue page is reused by a process (0: off).",
+    )
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address `marketplace serve` binds.")
     port: PositiveInt = Field(default=8000, description="Port `marketplace serve` binds.")

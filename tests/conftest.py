@@ -130,6 +130,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         jwt_secret=JWT_SECRET,
         pii_key=PII_KEY.decode(),
+        catalogue_cache_seconds=0,
         data_dir=tmp_path,
         log_level="WARNING",
         run_worker_in_process=False,

@@ -243,3 +243,23 @@ async def test_search_and_listing_use_indexes(connection, shelf):
         assert "ix_products_search_terms" in search, search
     assert "ix_products_active_newest" in await plan()
     assert "ix_products_active_price" in await plan(sort=catalog.Sort.price_asc)
+
+
+async def test_catalogue_pages_are_reused_for_a_few_seconds_then_refreshed(app, client, world):
+    from app.cache import PageCache
+
+    clock = [0.0]
+    app.state.catalogue_cache = PageCache(2, timer=lambda: clock[0])
+    coop = await world.cooperative()
+    first = await world.product(coop, title="第一批核桃")
+    page = await client.get("/v1/products", params={"q": "核桃"})
+    assert page.headers["cache-control"] == "public, max-age=2"
+    assert [p["id"] for p in page.json()["items"]] == [str(first.id)]
+    second = await world.product(coop, title="第二批核桃")
+    cached = await client.get("/v1/products", params={"q": "核桃"})
+    assert cached.json() == page.json(), "within the TTL the rendered page is reused"
+    other_query = await client.get("/v1/products", params={"q": "核桃", "limit": 5})
+    assert len(other_query.json()["items"]) == 2, "another query string is another page"
+    clock[0] = 2.5
+    fresh = await client.get("/v1/products", params={"q": "核桃"})
+    assert {p["id"] for p in fresh.json()["items"]} == {str(first.id), str(second.id)}

@@ -179,6 +179,7 @@ async def get_supply_shares(
 
 @router.get("/products", response_model=PageOut[ProductOut], responses=problem_responses(422))
 async def list_products(
+    request: Request,
     session: SessionDep,
     q: Annotated[
         str | None,
@@ -194,6 +195,13 @@ async def list_products(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Cursor = None,
 ) -> Response:
+    cache = request.app.state.catalogue_cache
+    key = str(request.url.query)
+    cached = cache.get(key)
+    if cached is not None:
+        return Response(
+            cached, media_type="application/json", headers={"Cache-Control": cache.cache_control}
+        )
     query = catalog.CatalogueQuery(
         q=q.strip() or None if q else None,
         category=category,
@@ -211,7 +219,11 @@ async def list_products(
         items=[product_out(item) for item in page.items], next_cursor=page.next_cursor
     )
     # Serialised once here: the hottest route skips FastAPI's second validation pass.
-    return Response(body.model_dump_json(), media_type="application/json")
+    payload = body.model_dump_json().encode()
+    cache.put(key, payload)
+    return Response(
+        payload, media_type="application/json", headers={"Cache-Control": cache.cache_control}
+    )
 
 
 @router.get(
