@@ -21,11 +21,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from services.db import Base, Timestamps, UUIDPrimaryKey
+from services.db import Base, Timestamps, UUIDPrimaryKey, text_enum
 
 
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=24)
+def text_enum_24(cls: type[enum.Enum], name: str) -> Enum:
+    return text_enum(cls, name, 24)
 
 
 class HouseholdStatus(enum.StrEnum):
@@ -130,15 +130,17 @@ class Household(UUIDPrimaryKey, Timestamps, Base):
         server_default="true",
         comment="Registered poor (建档立卡) or an ordinary member household.",
     )
-    household_type: Mapped[HouseholdType] = mapped_column(_enum(HouseholdType, "household_type"))
-    standard: Mapped[Standard] = mapped_column(_enum(Standard, "poverty_standard"))
-    main_cause: Mapped[Cause] = mapped_column(_enum(Cause, "poverty_cause"))
+    household_type: Mapped[HouseholdType] = mapped_column(
+        text_enum_24(HouseholdType, "household_type")
+    )
+    standard: Mapped[Standard] = mapped_column(text_enum_24(Standard, "poverty_standard"))
+    main_cause: Mapped[Cause] = mapped_column(text_enum_24(Cause, "poverty_cause"))
     other_causes: Mapped[list[str]] = mapped_column(
         ARRAY(String(24)), default=list, server_default="{}"
     )
     registration_year: Mapped[int] = mapped_column(SmallInteger)
     status: Mapped[HouseholdStatus] = mapped_column(
-        _enum(HouseholdStatus, "household_status"),
+        text_enum_24(HouseholdStatus, "household_status"),
         default=HouseholdStatus.registered,
         server_default=HouseholdStatus.registered.value,
     )
@@ -167,13 +169,13 @@ class Member(UUIDPrimaryKey, Base):
     id_number_hash: Mapped[str | None] = mapped_column(CHAR(64), unique=True)
     id_number_last4: Mapped[str | None] = mapped_column(CHAR(4))
     birth_year: Mapped[int | None] = mapped_column(SmallInteger)
-    sex: Mapped[Sex] = mapped_column(_enum(Sex, "sex"))
-    relation: Mapped[Relation] = mapped_column(_enum(Relation, "member_relation"))
+    sex: Mapped[Sex] = mapped_column(text_enum_24(Sex, "sex"))
+    relation: Mapped[Relation] = mapped_column(text_enum_24(Relation, "member_relation"))
     ethnicity: Mapped[str | None] = mapped_column(String(40))
-    education: Mapped[Education] = mapped_column(_enum(Education, "education_level"))
+    education: Mapped[Education] = mapped_column(text_enum_24(Education, "education_level"))
     in_school: Mapped[bool] = mapped_column(default=False, server_default="false")
-    health: Mapped[Health] = mapped_column(_enum(Health, "health_status"))
-    labour: Mapped[Labour] = mapped_column(_enum(Labour, "labour_capacity"))
+    health: Mapped[Health] = mapped_column(text_enum_24(Health, "health_status"))
+    labour: Mapped[Labour] = mapped_column(text_enum_24(Labour, "labour_capacity"))
     migrant_work_months: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     medical_insurance: Mapped[bool] = mapped_column(default=False, server_default="false")
     pension_insurance: Mapped[bool] = mapped_column(default=False, server_default="false")
@@ -209,7 +211,7 @@ class OtherIncome(Base):
     household_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("households.id"))
     county_code: Mapped[str] = mapped_column(CHAR(12))
     year: Mapped[int] = mapped_column(SmallInteger)
-    kind: Mapped[IncomeKind] = mapped_column(_enum(IncomeKind, "income_kind"))
+    kind: Mapped[IncomeKind] = mapped_column(text_enum_24(IncomeKind, "income_kind"))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(CHAR(3), default="CNY", server_default="CNY")
     note: Mapped[str | None] = mapped_column(Text)

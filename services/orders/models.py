@@ -11,7 +11,6 @@ from sqlalchemy import (
     CHAR,
     BigInteger,
     CheckConstraint,
-    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -25,11 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.db import Base, Timestamps, UUIDPrimaryKey
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=20)
+from services.db import Base, Timestamps, UUIDPrimaryKey, text_enum
 
 
 class OrderStatus(enum.StrEnum):
@@ -83,10 +78,12 @@ class Order(UUIDPrimaryKey, Timestamps, Base):
     )
 
     buyer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
-    status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus, "order_status"))
-    payment_method: Mapped[PaymentMethod] = mapped_column(_enum(PaymentMethod, "payment_method"))
+    status: Mapped[OrderStatus] = mapped_column(text_enum(OrderStatus, "order_status"))
+    payment_method: Mapped[PaymentMethod] = mapped_column(
+        text_enum(PaymentMethod, "payment_method")
+    )
     payment_status: Mapped[PaymentStatus] = mapped_column(
-        _enum(PaymentStatus, "order_payment_status"),
+        text_enum(PaymentStatus, "order_payment_status"),
         default=PaymentStatus.unpaid,
         server_default=PaymentStatus.unpaid.value,
     )
@@ -96,7 +93,7 @@ class Order(UUIDPrimaryKey, Timestamps, Base):
     total_fen: Mapped[int] = mapped_column(BigInteger, comment="What the buyer pays.")
     paid_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    delivery_type: Mapped[DeliveryType] = mapped_column(_enum(DeliveryType, "delivery_type"))
+    delivery_type: Mapped[DeliveryType] = mapped_column(text_enum(DeliveryType, "delivery_type"))
     delivery_address: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     pickup_site_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("service_sites.id"))
     reserved_until: Mapped[datetime | None] = mapped_column(
@@ -125,7 +122,9 @@ class Fulfilment(UUIDPrimaryKey, Timestamps, Base):
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))
     cooperative_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cooperatives.id"))
     county_code: Mapped[str] = mapped_column(CHAR(12))
-    status: Mapped[FulfilmentStatus] = mapped_column(_enum(FulfilmentStatus, "fulfilment_status"))
+    status: Mapped[FulfilmentStatus] = mapped_column(
+        text_enum(FulfilmentStatus, "fulfilment_status")
+    )
     items_fen: Mapped[int] = mapped_column(BigInteger)
 
 

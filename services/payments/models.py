@@ -11,7 +11,6 @@ from sqlalchemy import (
     CHAR,
     BigInteger,
     CheckConstraint,
-    Enum,
     ForeignKey,
     Index,
     String,
@@ -21,11 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from services.db import Base, Timestamps, UUIDPrimaryKey
-
-
-def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=20)
+from services.db import Base, Timestamps, UUIDPrimaryKey, text_enum
 
 
 class PaymentState(enum.StrEnum):
@@ -44,9 +39,9 @@ class Payment(UUIDPrimaryKey, Timestamps, Base):
     __tablename__ = "payments"
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), unique=True)
-    provider: Mapped[Provider] = mapped_column(_enum(Provider, "payment_provider"))
+    provider: Mapped[Provider] = mapped_column(text_enum(Provider, "payment_provider"))
     provider_payment_id: Mapped[str | None] = mapped_column(String(255), unique=True)
-    state: Mapped[PaymentState] = mapped_column(_enum(PaymentState, "payment_state"))
+    state: Mapped[PaymentState] = mapped_column(text_enum(PaymentState, "payment_state"))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(CHAR(3))
     failures: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -72,7 +67,7 @@ class Refund(UUIDPrimaryKey, Timestamps, Base):
     payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(CHAR(3))
-    state: Mapped[RefundState] = mapped_column(_enum(RefundState, "refund_state"))
+    state: Mapped[RefundState] = mapped_column(text_enum(RefundState, "refund_state"))
     provider_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     reason: Mapped[str] = mapped_column(Text)
     allocation: Mapped[list[dict[str, Any]]] = mapped_column(
