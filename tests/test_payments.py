@@ -473,3 +473,33 @@ async def test_charge_refunded_settles_pending_refunds(
     assert (await order_row(session, order["id"])).refunded_fen == 700
     queued = (await session.scalars(select(Job).where(Job.kind == "payments.execute_refund"))).all()
     assert [j.payload["refund_id"] for j in queued] == [pending.json()["id"]]
+
+
+async def test_worker_runs_the_refund_and_cancel_jobs_against_stripe(
+    api, users, shelf, session, sessionmaker, fake_stripe, stripe_app
+):
+    """The queued jobs, run by a real worker: a refund deferred while Stripe was down
+    goes through, and an expired order's intent is cancelled at Stripe."""
+    from services.jobs.service import Worker, enqueue, load_handlers
+    from services.payments import jobs
+
+    _, paid = await paid_order(api, users, shelf, fake_stripe)
+    _, unpaid = await place(api, users, shelf)
+    admin = await users.make(Role.admin)
+    fake_stripe.state.fail_next(3, status=500, endpoint="POST /v1/refunds")
+    deferred = await api.post(
+        f"/v1/orders/{paid['id']}/refunds",
+        headers=users.auth(admin) | key(),
+        json={"amount_fen": 1234},
+    )
+    assert deferred.json()["state"] == "pending"
+    await flows.expire_due(session, now=datetime.now(UTC) + timedelta(hours=1), enqueue=enqueue)
+    jobs.use_gateway(stripe_app.state.stripe)
+    worker = Worker(sessionmaker, load_handlers(), concurrency=1, name="test-worker")
+    while await worker.run_once():
+        pass
+    refund = await session.get(Refund, deferred.json()["id"], populate_existing=True)
+    assert refund.state.value == "succeeded"
+    assert (await order_row(session, paid["id"])).refunded_fen == 1234
+    intent = await stripe_app.state.stripe.retrieve_payment_intent(intent_of(unpaid))
+    assert intent.status == "canceled"
