@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from app.main import create_app
 from services.catalog.models import Product
+from services.errors import Invalid
 from services.jobs.models import Job
 from services.orders import flows
 from services.orders.models import Order, OrderEvent
@@ -503,3 +504,35 @@ async def test_worker_runs_the_refund_and_cancel_jobs_against_stripe(
     assert (await order_row(session, paid["id"])).refunded_fen == 1234
     intent = await stripe_app.state.stripe.retrieve_payment_intent(intent_of(unpaid))
     assert intent.status == "canceled"
+
+
+async def test_cash_collected_makes_a_cod_order_paid_and_sold(api, users, shelf, session):
+    from services.payments import service as payments
+
+    _, order = await place(api, users, shelf, method="cod")
+    wrong = payments.record_cash_collected(session, order["id"], amount=1, now=datetime.now(UTC))
+    with pytest.raises(Invalid, match="whole"):
+        await wrong
+    await payments.record_cash_collected(
+        session, order["id"], amount=order["total_fen"], now=datetime.now(UTC)
+    )
+    await payments.record_cash_collected(
+        session, order["id"], amount=order["total_fen"], now=datetime.now(UTC)
+    )
+    row = await order_row(session, order["id"])
+    assert (row.payment_status.value, row.paid_fen) == ("paid", order["total_fen"])
+    chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
+    assert (chicken.stock, chicken.reserved, chicken.sold_count) == (8, 0, 2)
+
+
+async def test_a_refused_cod_parcel_cancels_the_order_and_returns_stock(api, users, shelf, session):
+    from services.payments import service as payments
+
+    _, order = await place(api, users, shelf, method="cod")
+    await payments.record_cash_refused(
+        session, order["id"], reason="parcel refused", actor_id=None, now=datetime.now(UTC)
+    )
+    row = await order_row(session, order["id"])
+    assert (row.status.value, row.payment_status.value) == ("cancelled", "unpaid")
+    chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
+    assert (chicken.stock, chicken.reserved, chicken.sold_count) == (10, 0, 0)

@@ -190,20 +190,12 @@ async def _set_fulfilments(
     )
 
 
-async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
-    """A Stripe payment succeeded: the order proceeds, reserved stock counts as sold.
-
-    The share snapshot is taken again at the moment of payment: a sale keeps the
-    shares in force when it was paid (DESIGN), and they may have changed since checkout.
-    """
+async def record_sale(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
+    """Money received: reserved stock counts as sold, and the share snapshot is retaken."""
     order.paid_fen = amount
     order.paid_at = now
     order.payment_status = PaymentStatus.paid
     order.reserved_until = None
-    states.move(
-        session, order, OrderStatus.confirmed, reason="payment succeeded", actor_id=None, now=now
-    )
-    await _set_fulfilments(session, order.id, FulfilmentStatus.ready, now)
     lines = await order_lines(session, order.id)
     await catalog.mark_sold(session, _items(lines))
     snapshots = await catalog.shares_in_force(session, [line.product_id for line in lines], now)
@@ -215,6 +207,19 @@ async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now:
             for s in snapshot.shares
         ]
         line.shares_at = now
+
+
+async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
+    """A Stripe payment succeeded: the order proceeds to its cooperatives.
+
+    The share snapshot is taken again at the moment of payment: a sale keeps the
+    shares in force when it was paid (DESIGN), and they may have changed since checkout.
+    """
+    states.move(
+        session, order, OrderStatus.confirmed, reason="payment succeeded", actor_id=None, now=now
+    )
+    await _set_fulfilments(session, order.id, FulfilmentStatus.ready, now)
+    await record_sale(session, order, amount=amount, now=now)
 
 
 async def cancel(

@@ -15,7 +15,8 @@ S = OrderStatus
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.awaiting_payment: frozenset({S.confirmed, S.cancelled}),
     S.confirmed: frozenset({S.shipped, S.delivered, S.cancelled}),
-    S.shipped: frozenset({S.delivered}),
+    # shipped -> cancelled only for a cash-on-delivery parcel the buyer refused.
+    S.shipped: frozenset({S.delivered, S.cancelled}),
     S.delivered: frozenset(),
     S.cancelled: frozenset(),
 }

@@ -577,6 +577,52 @@ async def run_refund_now(
         )
 
 
-def ensure_stripe_order(order: Order) -> None:
-    if order.payment_method is not PaymentMethod.stripe:
-        raise Conflict("This order is paid on delivery.", reason="not-a-stripe-order")
+# --- cash on delivery ------------------------------------------------------------
+
+
+async def record_cash_collected(
+    session: AsyncSession, order_id: uuid.UUID, *, amount: int, now: datetime
+) -> Order:
+    """The courier or the village site took the cash: the cash payment succeeded.
+
+    Called by the logistics events (cash collected); the whole amount is due.
+    """
+    order = await orders.lock_order(session, order_id)
+    if order.payment_method is not PaymentMethod.cod:
+        raise Conflict("This order is paid by card.", reason="not-cash-on-delivery")
+    payment = await payment_of(session, order.id, lock=True)
+    if payment.state is PaymentState.succeeded:
+        return order  # a repeated report of the same collection
+    if order.status is OrderStatus.cancelled:
+        raise Conflict("This order was cancelled.", reason="order-not-payable")
+    if amount != order.total_fen:
+        raise Invalid(
+            f"Cash on delivery collects the whole {order.total_fen} fen.",
+            field="amount_fen",
+            expected=order.total_fen,
+        )
+    payment.state = PaymentState.succeeded
+    payment.succeeded_at = now
+    await orders.record_sale(session, order, amount=amount, now=now)
+    return order
+
+
+async def record_cash_refused(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    reason: str,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+) -> Order:
+    """The buyer refused the parcel: no money, the order is cancelled, stock returns."""
+    order = await orders.lock_order(session, order_id)
+    if order.payment_method is not PaymentMethod.cod:
+        raise Conflict("This order is paid by card.", reason="not-cash-on-delivery")
+    payment = await payment_of(session, order.id, lock=True)
+    if payment.state is PaymentState.succeeded:
+        raise Conflict("The cash was collected already.", reason="cash-already-collected")
+    payment.state = PaymentState.failed
+    payment.last_failure = reason
+    await orders.cancel(session, order, reason=reason, actor_id=actor_id, now=now)
+    return order
