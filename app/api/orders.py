@@ -26,6 +26,7 @@ from app.schemas.orders import (
     DeliveryOut,
     FulfilmentOut,
     FulfilmentQueueItem,
+    HomeDelivery,
     LineOut,
     OrderOut,
     OrderSummary,
@@ -113,11 +114,9 @@ def _render_checkout(shown: orders.OrderView, client_secret: str | None) -> dict
 
 def _cart(body: CheckoutRequest) -> Cart:
     delivery = body.delivery
-    if delivery.type == "home":
-        assert hasattr(delivery, "address")
+    if isinstance(delivery, HomeDelivery):
         target = Delivery(DeliveryType.home, address=delivery.address.model_dump(mode="json"))
     else:
-        assert hasattr(delivery, "site_id")
         target = Delivery(DeliveryType.pickup, site_id=delivery.site_id)
     return Cart(
         lines=[CartLine(line.product_id, line.quantity) for line in body.lines],
