@@ -56,19 +56,25 @@ async def claim(
     digest: str,
     now: datetime,
 ) -> Claim:
-    await session.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.owner_id == owner_id,
-            IdempotencyKey.key == key,
-            IdempotencyKey.created_at < now - RETENTION,
-        )
+    # One statement: insert the key, or take over a row whose 24 hours are past.
+    stmt = insert(IdempotencyKey).values(
+        owner_id=owner_id, key=key, scope=scope, request_hash=digest, created_at=now
     )
     inserted = (
         await session.execute(
-            insert(IdempotencyKey)
-            .values(owner_id=owner_id, key=key, scope=scope, request_hash=digest, created_at=now)
-            .on_conflict_do_nothing()
-            .returning(IdempotencyKey.key)
+            stmt.on_conflict_do_update(
+                index_elements=[IdempotencyKey.owner_id, IdempotencyKey.key],
+                set_={
+                    "scope": stmt.excluded.scope,
+                    "request_hash": stmt.excluded.request_hash,
+                    "created_at": stmt.excluded.created_at,
+                    "resource_id": None,
+                    "response_status": None,
+                    "response_body": None,
+                    "completed_at": None,
+                },
+                where=IdempotencyKey.created_at < now - RETENTION,
+            ).returning(IdempotencyKey.key)
         )
     ).first()
     if inserted is not None:

@@ -23,6 +23,7 @@ from services.orders.models import (
     OrderStatus,
     PaymentMethod,
 )
+from services.orders.service import OrderView
 from services.payments.models import Payment, PaymentState, Provider
 from services.regions.service import get_site
 from services.users.models import User
@@ -78,10 +79,12 @@ async def place_order(
     fees: FeePolicy,
     now: datetime,
     reservation: timedelta,
-) -> Order:
+) -> OrderView:
     """Create the order, its fulfilments, lines and payment record, with stock reserved.
 
     Runs in the caller's transaction: nothing of it exists unless all of it does.
+    Every row is written once, complete (totals are known before the order is
+    inserted), and returned as it is, without reading it back.
     """
     if not cart.lines:
         raise Invalid("A cart has at least one line.", field="lines")
@@ -122,9 +125,6 @@ async def place_order(
         created_at=now,
         updated_at=now,
     )
-    session.add(order)
-    # No ORM relationships tie these tables, so flush in foreign-key order by hand.
-    await session.flush()
     fulfilments: dict[uuid.UUID, Fulfilment] = {}
     items: dict[uuid.UUID, int] = defaultdict(int)
     lines: list[OrderLine] = []
@@ -177,18 +177,22 @@ async def place_order(
     order.items_fen = sum(line.gross_fen for line in lines)
     order.fee_fen = sum(line.fee_fen for line in lines)
     order.total_fen = order.items_fen
+    # No ORM relationships tie these tables, so flush in foreign-key order by hand.
+    session.add(order)
+    await session.flush()
     session.add_all(fulfilments.values())
     await session.flush()
     session.add_all(lines)
-    session.add(
-        Payment(
-            order_id=order.id,
-            provider=Provider.stripe if stripe else Provider.cash,
-            state=PaymentState.pending,
-            amount_fen=order.total_fen,
-            currency=currency,
-        )
+    payment = Payment(
+        id=uuid.uuid4(),
+        order_id=order.id,
+        provider=Provider.stripe if stripe else Provider.cash,
+        state=PaymentState.pending,
+        amount_fen=order.total_fen,
+        currency=currency,
+        failures=0,
     )
+    session.add(payment)
     session.add(
         OrderEvent(
             order_id=order.id,
@@ -200,4 +204,4 @@ async def place_order(
         )
     )
     await session.flush()
-    return order
+    return OrderView(order, list(fulfilments.values()), lines, payment)

@@ -67,12 +67,13 @@ async def checkout(
             assert claim.response_status is not None and claim.response_body is not None
             return Answer(claim.response_status, claim.response_body, replayed=True)
         if claim.new:
-            order = await place_order(
+            placed = await place_order(
                 session, buyer, cart, fees=fees, now=now, reservation=reservation
             )
+            order = placed.order
             await idempotency.attach(session, owner_id=buyer.id, key=key, resource_id=order.id)
             if order.payment_method is PaymentMethod.cod:
-                body = render(await orders.view(session, order), None)
+                body = render(placed, None)
                 await idempotency.complete(
                     session, owner_id=buyer.id, key=key, status=201, body=body, now=now
                 )
