@@ -113,8 +113,13 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 @pytest.fixture
 def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
     # Commits inside the app release a SAVEPOINT; the outer transaction still rolls back.
+    # Same options as production (services.db.session_factory: no autoflush), so
+    # that a change never written by an explicit flush fails here as it would there.
     return async_sessionmaker(
-        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        bind=connection,
+        expire_on_commit=False,
+        autoflush=False,
+        join_transaction_mode="create_savepoint",
     )
 
 

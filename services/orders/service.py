@@ -207,6 +207,7 @@ async def record_sale(session: AsyncSession, order: Order, *, amount: int, now: 
             for s in snapshot.shares
         ]
         line.shares_at = now
+    await session.flush()
 
 
 async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
@@ -246,3 +247,6 @@ async def cancel(
         await catalog.unsell(session, items)
     else:
         await catalog.release(session, items)
+    # Written at once: a later query in this transaction (another sweep, a report)
+    # must see the order cancelled, or it could return the stock a second time.
+    await session.flush()

@@ -75,6 +75,8 @@ async def record_intent(session: AsyncSession, order_id: uuid.UUID, intent: Inte
         payment.provider_payment_id = intent.id
     elif payment.provider_payment_id != intent.id:
         raise Conflict("This order is bound to another PaymentIntent.", reason="intent-mismatch")
+    # Written now: later reads use populate_existing and would drop an unflushed change.
+    await session.flush()
     return payment
 
 
@@ -399,12 +401,14 @@ async def _settle_refund(session: AsyncSession, refund: Refund, state: RefundSta
             if order.refunded_fen >= order.paid_fen
             else PaymentStatus.partially_refunded
         )
+        await session.flush()
         return
     lines = {str(line.id): line for line in await orders.order_lines(session, order.id)}
     for part in refund.allocation:
         line = lines[part["line_id"]]
         line.refunded_fen -= int(part["amount_fen"])
         line.refunded_quantity -= int(part["quantity"])
+    await session.flush()
 
 
 def _ensure_may_refund(actor: User, order: Order, lines: list[OrderLine]) -> list[OrderLine]:
