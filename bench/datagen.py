@@ -5,8 +5,11 @@ regions go down to villages so that region filters at county, township and
 village level select realistic fractions; cooperatives carry valid unified
 social credit codes; product titles and descriptions are built from a
 vocabulary so that Chinese and English searches match a realistic share.
+Buyer accounts (one argon2 hash shared by all) and a set of listed products
+with stock that no run can exhaust serve the checkout and payment scenarios.
 
     python -m bench.datagen --database-url URL [--products N] [--cooperatives N]
+                            [--buyers N] [--checkout-products N]
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
+from argon2 import PasswordHasher
 from stdnum.cn import uscc
 
 from bench.db import connect
@@ -33,6 +38,15 @@ TOWNSHIPS_PER_COUNTY = 8
 VILLAGES_PER_TOWNSHIP = 12
 COOPERATIVES_PER_COUNTY = 100
 PRODUCT_CHUNK = 5_000
+# The checkout scenarios buy these products only. Stock far beyond any run (a run
+# is capped at 2,000,000 requests of at most 3 lines of 2 units each) and within
+# the int4 column: an order never fails for want of stock.
+CHECKOUT_STOCK = 1_000_000_000
+# Every k-th product is a checkout candidate, and a candidate that is listed gets
+# the stock. About 85% are listed (88% active, of cooperatives 97% active); k is
+# chosen as if only 75% were, so that enough candidates are listed at any scale.
+CHECKOUT_LISTED_SHARE = 0.75
+BUYER_PASSWORD = "bench-buyer-password"  # noqa: S105 (fictional accounts of a throwaway database)
 
 # The alphabet of the organisation-code part of a credit code (no I, O, S, V, Z).
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -166,6 +180,8 @@ class Summary:
     cooperatives: int = 0
     products: int = 0
     counties: list[str] = field(default_factory=list)
+    buyers: int = 0
+    checkout_products: int = 0
     seconds: float = 0.0
 
 
@@ -280,16 +296,52 @@ def cooperatives(
     return rows, coops
 
 
+def buyers(count: int, password_hash: str, rng: random.Random) -> list[tuple[Any, ...]]:
+    """Buyer accounts in the column order of USER_COLUMNS, all with the same password.
+
+    The hash is computed once by the caller: argon2 is slow on purpose, and the
+    benchmark signs its own tokens instead of logging in.
+    """
+    rows: list[tuple[Any, ...]] = []
+    for serial in range(1, count + 1):
+        name = rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
+        rows.append(
+            (
+                _uuid(rng),
+                f"buyer{serial:06d}@bench.example.invalid",
+                password_hash,
+                "buyer",
+                name,
+                f"1370{serial:07d}",
+                True,
+            )
+        )
+    return rows
+
+
 def _price_fen(item: Item, rng: random.Random) -> int:
     # Log-uniform within the item's range: many cheap listings, a long tail of dear ones.
     yuan = math.exp(rng.uniform(math.log(item.low_yuan), math.log(item.high_yuan)))
     return max(100, int(yuan * 100) // 10 * 10 - 10 * rng.randint(0, 1))
 
 
+def checkout_stride(products_count: int, checkout_products: int) -> int:
+    """Every how many products one is a checkout candidate (0: none)."""
+    if checkout_products == 0:
+        return 0
+    return max(1, products_count // math.ceil(checkout_products / CHECKOUT_LISTED_SHARE))
+
+
 def products(
-    serials: range, coops: list[Coop], rng: random.Random, now: datetime
+    serials: range, coops: list[Coop], rng: random.Random, now: datetime, stride: int = 0
 ) -> Iterator[tuple[Any, ...]]:
-    """Product rows in the column order of PRODUCT_COLUMNS; search_terms is left to PostgreSQL."""
+    """Product rows in the column order of PRODUCT_COLUMNS; search_terms is left to PostgreSQL.
+
+    Every `stride`-th product, when listed, gets CHECKOUT_STOCK: set here, after
+    all its random draws, so that the rest of the catalogue is what it would be
+    without checkout products, and no UPDATE after loading leaves dead rows and
+    pending GIN entries behind for the catalogue's searches to wade through.
+    """
     today = now.date()
     modifiers = [m[:2] for m in MODIFIERS]
     modifier_weights = [m[2] for m in MODIFIERS]
@@ -312,6 +364,8 @@ def products(
         updated = created + timedelta(seconds=rng.uniform(0, (now - created).total_seconds()))
         status = rng.choices(["active", "draft", "archived"], [88, 7, 5])[0]
         stock = 0 if rng.random() < 0.12 else int(rng.lognormvariate(4.5, 1.2)) + 1
+        if stride and serial % stride == 0 and status == "active" and coop.active:
+            stock = CHECKOUT_STOCK
         sold = min(1_000_000, int(rng.paretovariate(1.2) * 10) - 10)
         roll = rng.random()
         if roll < 0.35:
@@ -374,6 +428,7 @@ PRODUCT_COLUMNS = (
     "created_at",
     "updated_at",
 )
+USER_COLUMNS = ("id", "email", "password_hash", "role", "display_name", "phone", "is_active")
 REGION_COLUMNS = (
     "code",
     "name",
@@ -405,15 +460,23 @@ async def generate(
     cooperatives_count: int = 1_000,
     seed: int = 98,
     jobs: int = 2,
+    buyers_count: int = 2_000,
+    checkout_products: int = 1_000,
 ) -> Summary:
     """Fill a migrated, empty database; the same seed gives the same data, whatever `jobs`."""
     if products_count < 1 or cooperatives_count < 1 or jobs < 1:
         raise ValueError("at least one product, one cooperative and one job")
+    if buyers_count < 0 or checkout_products < 0:
+        raise ValueError("buyer and checkout product counts cannot be negative")
     started = time.perf_counter()
     rng = random.Random(seed)
     now = datetime.now(UTC)
     region_rows, villages = regions(cooperatives_count, rng)
     coop_rows, coops = cooperatives(cooperatives_count, villages, rng)
+    # A generator of its own, so that adding buyers leaves the catalogue as it was.
+    user_rows = buyers(
+        buyers_count, PasswordHasher().hash(BUYER_PASSWORD), random.Random(seed * 7_919)
+    )
     conn = await connect(url)
     try:
         async with conn.transaction():
@@ -423,11 +486,13 @@ async def generate(
             await conn.copy_records_to_table(
                 "cooperatives", records=coop_rows, columns=list(COOPERATIVE_COLUMNS)
             )
+            await conn.copy_records_to_table("users", records=user_rows, columns=list(USER_COLUMNS))
     finally:
         await conn.close()
 
     # PostgreSQL computes search_terms (search_grams) for every row, about 0.3 ms each:
     # that, not COPY, is the cost, so chunks are loaded over one connection per core.
+    stride = checkout_stride(products_count, checkout_products)
     chunks: asyncio.Queue[int] = asyncio.Queue()
     for index in range(math.ceil(products_count / PRODUCT_CHUNK)):
         chunks.put_nowait(index)
@@ -445,7 +510,7 @@ async def generate(
                 chunk_rng = random.Random(seed * 1_000_003 + index)
                 await conn.copy_records_to_table(
                     "products",
-                    records=products(serials, coops, chunk_rng, now),
+                    records=products(serials, coops, chunk_rng, now, stride),
                     columns=list(PRODUCT_COLUMNS),
                 )
         finally:
@@ -454,8 +519,9 @@ async def generate(
     await asyncio.gather(*(load() for _ in range(jobs)))
     conn = await connect(url)
     try:
+        stocked = len(await checkout_product_ids(conn, checkout_products))
         # Fresh statistics, so the planner sees the data the benchmark queries.
-        await conn.execute("ANALYZE regions, cooperatives, products")
+        await conn.execute("ANALYZE regions, cooperatives, products, users")
     finally:
         await conn.close()
     return Summary(
@@ -463,8 +529,24 @@ async def generate(
         cooperatives=len(coop_rows),
         products=products_count,
         counties=sorted({c.county for c in coops}),
+        buyers=len(user_rows),
+        checkout_products=stocked,
         seconds=time.perf_counter() - started,
     )
+
+
+async def checkout_product_ids(conn: asyncpg.Connection, count: int) -> list[uuid.UUID]:
+    """The first `count` listed products stocked for checkout, in a stable order.
+
+    Stock moves during a run; stock and reservations together stay near CHECKOUT_STOCK.
+    """
+    rows = await conn.fetch(
+        "SELECT id FROM products WHERE status = 'active' AND cooperative_active "
+        "AND stock + reserved >= $1 ORDER BY id LIMIT $2",
+        CHECKOUT_STOCK // 2,
+        count,
+    )
+    return [row["id"] for row in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -474,6 +556,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cooperatives", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=98)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="load connections")
+    parser.add_argument("--buyers", type=int, default=2_000, help="buyer accounts")
+    parser.add_argument(
+        "--checkout-products", type=int, default=1_000, help="listed products stocked for checkout"
+    )
     args = parser.parse_args(argv)
     summary = asyncio.run(
         generate(
@@ -482,11 +568,14 @@ def main(argv: list[str] | None = None) -> None:
             cooperatives_count=args.cooperatives,
             seed=args.seed,
             jobs=args.jobs,
+            buyers_count=args.buyers,
+            checkout_products=args.checkout_products,
         )
     )
     print(
         f"{summary.regions} regions, {summary.cooperatives} cooperatives, "
-        f"{summary.products} products in {summary.seconds:.1f} s"
+        f"{summary.products} products ({summary.checkout_products} stocked for checkout), "
+        f"{summary.buyers} buyers in {summary.seconds:.1f} s"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,5 +92,21 @@ async def server_facts(url: str) -> dict[str, Any]:
         ):
             facts[name] = await conn.fetchval(f"SHOW {name}")
         return facts
+    finally:
+        await conn.close()
+
+
+async def sessions_opened(url: str) -> int:
+    """PostgreSQL sessions ever opened on the database: shows pool churn under load."""
+    conn = await connect(url)
+    try:
+        # Statistics are flushed at most once a second; wait for the latest.
+        await asyncio.sleep(1.1)
+        return int(
+            await conn.fetchval(
+                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            )
+            or 0
+        )
     finally:
         await conn.close()

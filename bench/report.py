@@ -10,12 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.checkout import ORDER_TARGET_PER_S, WEBHOOK_TARGET_PER_S
 from bench.run import DEFAULT_OUTPUT
 
 # The issue's targets, for the listing scenarios at 16 clients.
 TARGET_RPS = 1_500
 TARGET_P99_MS = 50.0
 TARGET_CLIENTS = 16
+# The checkout issue's: 32 concurrent buyers (and 32 webhook senders).
+ORDER_TARGET_CLIENTS = 32
 
 
 def _ratio(value: float | None) -> str:
@@ -24,8 +27,14 @@ def _ratio(value: float | None) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
-def _rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(s["name"], r) for s in report.get("scenarios", []) for r in s["results"]]
+def _rows(report: dict[str, Any], key: str = "scenarios") -> list[tuple[str, dict[str, Any]]]:
+    return [(s["name"], r) for s in report.get(key, []) for r in s["results"]]
+
+
+def _target_met(figure: float, target: float | None) -> str:
+    if target is None:
+        return "–"
+    return "met" if figure >= target else "**not met**"
 
 
 def terminal_table(report: dict[str, Any]) -> str:
@@ -40,6 +49,21 @@ def terminal_table(report: dict[str, Any]) -> str:
             f" {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
             f" {_ratio(base.get('rps_ratio')):>9} {_ratio(base.get('p99_ratio')):>9}"
         )
+    orders = report.get("orders", [])
+    if orders:
+        lines.append(
+            f"{'checkout, webhooks':<24} {'clients':>7} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8}"
+            f" {'p99 ms':>8} {'errors':>6} {'÷ tpcb':>9} {'target':>9}"
+        )
+    for scenario in orders:
+        for r in scenario["results"]:
+            base = r.get("baseline", {})
+            target = scenario.get("target_per_s")
+            lines.append(
+                f"{scenario['name']:<24} {r['clients']:>7} {r['requests_per_s']:>9.1f}"
+                f" {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
+                f" {_ratio(base.get('rps_ratio')):>9} {target or '–':>9}"
+            )
     for run in report.get("pgbench", {}).get("runs", []):
         lines.append(
             f"{'pgbench ' + run['mode']:<24} {run['clients']:>7} {run['tps']:>9.1f}"
@@ -72,10 +96,47 @@ def _setup(report: dict[str, Any]) -> list[str]:
     d = report.get("dataset", {})
     overrides = c.get("server_settings") or {}
     engine = c.get("engine", "httpx")
-    pool = (
-        ", ".join(f"`{k}={v}`" for k, v in overrides.items())
-        if overrides
-        else "the app's default pool (10 + 10 overflow connections per worker)"
+    if c.get("db_pool"):
+        pool = (
+            f"a pool of {c['db_pool']['size']} + {c['db_pool']['max_overflow']} overflow "
+            "connections per worker"
+        )
+    else:
+        pool = "the app's default pool"
+    if overrides:
+        pool += " (" + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + ")"
+    worker = c.get("worker_in_process")
+    worker_line = (
+        []
+        if worker is None
+        else [
+            "- **Background jobs**: "
+            + (
+                "the in-process job worker runs in each API process, as in production's "
+                "single-machine mode (`MARKETPLACE_RUN_WORKER_IN_PROCESS` left at its default, "
+                "true); it polls for jobs once a second and sweeps expired reservations every "
+                "15 s, and these scenarios give it no job to run"
+                if worker
+                else "in-process job worker off (`MARKETPLACE_RUN_WORKER_IN_PROCESS=false`)"
+            )
+        ]
+    )
+    orders = (
+        [
+            "- **Checkout and webhooks**: "
+            + ", ".join(str(n) for n in c["order_clients"])
+            + " concurrent clients; "
+            f"{d.get('buyers', c.get('buyers', '?')):,} buyers with tokens signed by the bench, "
+            f"carts of 1-3 of {d.get('checkout_products', c.get('checkout_products', '?')):,} "
+            "products with stock no run exhausts; Stripe is the test suite's fake "
+            "(`tests.fakes.stripe_server`) over real HTTP from a thread of the bench process, so "
+            "the load generator's CPU figure includes it; same duration and warm-up as the "
+            "catalogue; a figure counts only answers with the expected status and body (201 and "
+            "the order's state; 200 and the webhook's outcome)",
+            *worker_line,
+        ]
+        if report.get("orders")
+        else worker_line
     )
     return [
         f"- **Command**: `{report['command']}` (took {report.get('elapsed_s', '?')} s)",
@@ -88,14 +149,19 @@ def _setup(report: dict[str, Any]) -> list[str]:
         "one keep-alive connection per client",
         f"- **Each figure**: {c['duration_s']:g} s per scenario and client count after a "
         f"{c['warmup_s']:g} s warm-up, closed loop (each client sends its next request when "
-        f"the answer arrives); requests/s counts 200 answers; latency percentiles are nearest-rank",
+        f"the answer arrives); requests/s counts 200 answers; latency percentiles are nearest-rank "
+        "over the counted answers",
+        *orders,
         f"- **Baseline**: pgbench scale {c['pgbench_scale']}, {c['pgbench_duration_s']} s per "
         f"mode and client count, same PostgreSQL, same run; ratios are API figure ÷ the same "
-        f"figure of `pgbench -S` at the same client count",
+        f"figure of `pgbench -S` (catalogue) or of the TPC-B-like script (checkout, webhooks) "
+        f"at the same client count",
     ]
 
 
 def _scenario_table(report: dict[str, Any]) -> list[str]:
+    if not report.get("scenarios"):
+        return ["(not measured in this run)"]
     out = [
         "| scenario | clients | req/s | p50 ms | p95 ms | p99 ms | errors | req/s ÷ `-S` tps "
         "| p50 ÷ `-S` p50 | p95 ÷ `-S` p95 | p99 ÷ `-S` p99 | load-gen CPU (cores) "
@@ -111,6 +177,73 @@ def _scenario_table(report: dict[str, Any]) -> list[str]:
             f"| {_ratio(b.get('p95_ratio'))} | {_ratio(b.get('p99_ratio'))} "
             f"| {r.get('client_cpu_cores', 0):.2f} | {r.get('db_sessions_opened', '–')} |"
         )
+    return out
+
+
+def _orders_table(report: dict[str, Any]) -> list[str]:
+    scenarios = report.get("orders", [])
+    if not scenarios:
+        return ["(not measured in this run)"]
+    out = [
+        "Throughput and latency of `POST /v1/checkout` and `POST /v1/webhooks/stripe`, each set "
+        "beside pgbench's TPC-B-like script (a transaction of five statements that updates "
+        "three rows and inserts one) at the same client count.",
+        "",
+        "| scenario | clients | per second | target | met? | p50 ms | p95 ms | p99 ms | errors "
+        "| ÷ tpcb-like tps | p50 ÷ tpcb-like p50 | p95 ÷ tpcb-like p95 | p99 ÷ tpcb-like p99 "
+        "| load-gen CPU (cores) | new DB sessions |",
+        "|---|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for scenario in scenarios:
+        unit = scenario.get("unit", "req/s")
+        target = scenario.get("target_per_s")
+        for r in scenario["results"]:
+            b = r.get("baseline", {})
+            shown_target = f"{target:,}" if target else "–"
+            out.append(
+                f"| {scenario['name']} | {r['clients']} | {r['requests_per_s']:,.1f} {unit} "
+                f"| {shown_target} | {_target_met(r['requests_per_s'], target)} "
+                f"| {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
+                f"| {_ratio(b.get('rps_ratio'))} | {_ratio(b.get('p50_ratio'))} "
+                f"| {_ratio(b.get('p95_ratio'))} | {_ratio(b.get('p99_ratio'))} "
+                f"| {r.get('client_cpu_cores', 0):.2f} | {r.get('db_sessions_opened', '–')} |"
+            )
+    out += ["", "What each scenario sends:", ""]
+    out += [f"- `{s['name']}`: {s['summary']}" for s in scenarios]
+    dry = [
+        f"`{s['name']}` at {r['clients']} clients sent all {r['events_prepared']:,} events "
+        f"prepared in {r['duration_s']:.1f} s"
+        for s in scenarios
+        for r in s["results"]
+        if r.get("events_prepared") and r["requests"] + r["errors"] >= r["events_prepared"]
+    ]
+    if dry:
+        out += ["", "Ran out of events before the duration (the figure is over the time it ran): "]
+        out[-1] += "; ".join(dry) + "."
+    statuses = [
+        f"`{s['name']}` at {r['clients']}: {r['statuses']}"
+        for s in scenarios
+        for r in s["results"]
+        if r["errors"]
+    ]
+    if statuses:
+        out += ["", "Answers other than the expected one, by status: " + "; ".join(statuses)]
+    check = report.get("orders_database")
+    if check:
+        verdict = (
+            "holds exactly what the scenarios report"
+            if check["consistent"]
+            else "**does not hold what the scenarios report**"
+        )
+        held = ", ".join(f"{k} {v:,}" for k, v in check["orders"].items())
+        events = ", ".join(f"{k} {v:,}" for k, v in check["stripe_events"].items())
+        out += [
+            "",
+            f"The database after the run {verdict}: orders by payment method and status: {held}; "
+            f"Stripe events by outcome: {events}; products with stock or reservations below "
+            f"zero: {check['products_below_zero']}. Stripe orders placed, unmeasured, only to be "
+            f"paid by the webhook scenarios: {check['orders_placed_to_pay']:,}.",
+        ]
     return out
 
 
@@ -154,7 +287,32 @@ def _targets(report: dict[str, Any]) -> list[str]:
                 f"| {r['p99_ms']:.2f} | {p99_ok} |"
             )
     if not found:
-        out.append(f"| (no run at {TARGET_CLIENTS} clients) | | | | |")
+        shown = "catalogue not measured" if not report.get("scenarios") else "no run"
+        out.append(f"| ({shown} at {TARGET_CLIENTS} clients) | | | | |")
+    out += [
+        "",
+        f"Issue targets at {ORDER_TARGET_CLIENTS} concurrent buyers over 1,000 products: at "
+        f"least {ORDER_TARGET_PER_S:,} orders/s through `POST /v1/checkout` (cash on delivery, "
+        f"and Stripe with the local fake), and {WEBHOOK_TARGET_PER_S:,} webhook events applied "
+        "per second; both beside `pgbench` (TPC-B-like) of the same run.",
+        "",
+        "| scenario | per second | target | met? | ÷ tpcb-like tps |",
+        "|---|--:|--:|:-:|--:|",
+    ]
+    found = False
+    for scenario in report.get("orders", []):
+        target = scenario.get("target_per_s")
+        for r in scenario["results"]:
+            if r["clients"] != ORDER_TARGET_CLIENTS or target is None:
+                continue
+            found = True
+            out.append(
+                f"| {scenario['name']} | {r['requests_per_s']:,.1f} {scenario['unit']} "
+                f"| {target:,} | {_target_met(r['requests_per_s'], target)} "
+                f"| {_ratio(r.get('baseline', {}).get('rps_ratio'))} |"
+            )
+    if not found:
+        out.append(f"| (no checkout or webhook run at {ORDER_TARGET_CLIENTS} clients) | | | | |")
     return out
 
 
@@ -226,8 +384,9 @@ def markdown(report: dict[str, Any], source: str, note: str | None = None) -> st
     lines = [
         "# Benchmarks",
         "",
-        "Catalogue throughput and latency against a live server, beside the PostgreSQL "
-        "baseline (pgbench) taken in the same run on the same PostgreSQL. Generated by "
+        "Catalogue, checkout and payment throughput and latency against a live server, beside "
+        "the PostgreSQL baseline (pgbench) taken in the same run on the same PostgreSQL. "
+        "Generated by "
         f"`python -m bench.report {source}` from the JSON `python -m bench.run` wrote; do not "
         "edit by hand. Scenarios and options: `bench/README.md`.",
         "",
@@ -240,6 +399,10 @@ def markdown(report: dict[str, Any], source: str, note: str | None = None) -> st
         "## Catalogue over HTTP",
         "",
         *_scenario_table(report),
+        "",
+        "## Checkout and payments over HTTP",
+        "",
+        *_orders_table(report),
         "",
         "## PostgreSQL baseline (pgbench, same run, same server)",
         "",

@@ -1,13 +1,16 @@
-"""Run the catalogue benchmark end to end and write its figures as JSON.
+"""Run the benchmark end to end and write its figures as JSON.
 
     python -m bench.run [--products N] [--cooperatives N] [--duration S]
-                        [--clients 16,64] [--workers 2] [--output bench/results/latest.json]
+                        [--clients 16,64] [--order-clients 32] [--workers 2]
+                        [--only catalogue,orders,webhooks] [--output bench/results/latest.json]
 
 Starts an embedded PostgreSQL in a temporary folder (or uses --database-url),
-creates and migrates a fresh database, loads the fictional catalogue, starts the
-real server, measures every scenario at every client count, EXPLAINs the SQL of
-each scenario, takes the pgbench baseline on the same PostgreSQL, then stops
-everything. `python -m bench.report` turns the JSON into BENCHMARKS.md.
+creates and migrates a fresh database, loads the fictional catalogue and buyers,
+starts a fake Stripe in this process and the real server against it, measures
+the catalogue scenarios at every client count, then checkout and webhooks at
+every order client count, EXPLAINs the SQL of each catalogue scenario, takes the
+pgbench baseline on the same PostgreSQL, then stops everything.
+`python -m bench.report` turns the JSON into BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from typing import Any
 
 import httpx
 
-from bench import datagen, load, machine, pgbench, plans, scenarios
-from bench.db import connect, create_database, drop_database, server_facts, target_of
+from app.settings import Settings
+from bench import checkout, datagen, load, machine, pgbench, plans, scenarios
+from bench.db import create_database, drop_database, server_facts, sessions_opened, target_of
 from bench.server import running_server
 from services.db import async_url, create_engine
 from services.schema import upgrade
+from tests.fakes.stripe_server import FakeStripe, serve_fake_stripe
 
 DATABASE = "marketplace_bench"
 PGBENCH_DATABASE = "bench_pgbench"
@@ -48,7 +53,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--duration", type=float, default=15.0, help="seconds per scenario and client count"
     )
-    parser.add_argument("--clients", default="16,64", help="comma-separated client counts")
+    parser.add_argument(
+        "--clients", default="16,64", help="catalogue: comma-separated client counts"
+    )
+    parser.add_argument(
+        "--order-clients",
+        default="32",
+        help="checkout and webhooks: comma-separated client counts (concurrent buyers, senders)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(checkout.GROUPS),
+        help="comma-separated scenario groups: catalogue, orders, webhooks (default: all)",
+    )
+    parser.add_argument("--buyers", type=int, default=2_000, help="buyer accounts to generate")
+    parser.add_argument(
+        "--checkout-products",
+        type=int,
+        default=1_000,
+        help="listed products with unlimited stock that carts draw from",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        type=int,
+        default=0,
+        help="events per measured webhook run (default: the warm-up's rate x duration x 1.25)",
+    )
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="MARKETPLACE_RUN_WORKER_IN_PROCESS=false (default: the in-process job worker runs)",
+    )
     parser.add_argument(
         "--workers", type=int, default=2, help="uvicorn worker processes (one per core)"
     )
@@ -73,7 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-requests", type=int, default=1_000_000, help="cap per scenario and client count"
     )
-    parser.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
+    parser.add_argument(
+        "--scenarios", default="", help="catalogue: comma-separated subset (default: all)"
+    )
     parser.add_argument("--pgbench-scale", type=int, default=10)
     parser.add_argument(
         "--pgbench-duration",
@@ -89,9 +126,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=98)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    args.client_counts = sorted({int(part) for part in args.clients.split(",") if part.strip()})
-    if not args.client_counts or min(args.client_counts) < 1:
-        parser.error("--clients needs positive integers")
+    args.client_counts = _counts(parser, "--clients", args.clients)
+    args.order_client_counts = _counts(parser, "--order-clients", args.order_clients)
+    args.groups = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not args.groups or not args.groups <= set(checkout.GROUPS):
+        parser.error(f"--only takes a comma-separated subset of {', '.join(checkout.GROUPS)}")
+    if args.groups & {"orders", "webhooks"} and (args.buyers < 1 or args.checkout_products < 1):
+        parser.error("the orders and webhooks groups need --buyers and --checkout-products >= 1")
+    if args.webhook_events < 0:
+        parser.error("--webhook-events cannot be negative")
     if not 0 < args.duration <= load.MAX_DURATION_S:
         parser.error(f"--duration must be in (0, {load.MAX_DURATION_S:.0f}]")
     if args.workers < 1:
@@ -100,13 +143,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _counts(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        parser.error(f"{option} needs comma-separated positive integers")
+    if not counts or not 1 <= min(counts) <= max(counts) <= load.MAX_CLIENTS:
+        parser.error(f"{option} needs integers between 1 and {load.MAX_CLIENTS}")
+    return counts
+
+
 def server_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The server's settings that a flag changes (Stripe's are added apart, per run)."""
     settings = {}
     if args.db_pool_size is not None:
         settings["MARKETPLACE_DB_POOL_SIZE"] = str(args.db_pool_size)
     if args.db_max_overflow is not None:
         settings["MARKETPLACE_DB_MAX_OVERFLOW"] = str(args.db_max_overflow)
+    if args.no_worker:
+        settings["MARKETPLACE_RUN_WORKER_IN_PROCESS"] = "false"
     return settings
+
+
+def effective_pool(args: argparse.Namespace) -> dict[str, int]:
+    """The connection pool each server process gets: the flags, else the app's defaults."""
+    fields = Settings.model_fields
+    return {
+        "size": args.db_pool_size
+        if args.db_pool_size is not None
+        else int(fields["db_pool_size"].default),
+        "max_overflow": args.db_max_overflow
+        if args.db_max_overflow is not None
+        else int(fields["db_max_overflow"].default),
+    }
 
 
 @contextmanager
@@ -136,6 +205,8 @@ async def prepare(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
         cooperatives_count=args.cooperatives,
         seed=args.seed,
         jobs=machine.describe()["usable_cores"],
+        buyers_count=args.buyers,
+        checkout_products=args.checkout_products,
     )
     return {
         "url": url,
@@ -145,6 +216,8 @@ async def prepare(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
             "cooperatives": summary.cooperatives,
             "regions": summary.regions,
             "counties": len(summary.counties),
+            "buyers": summary.buyers,
+            "checkout_products": summary.checkout_products,
             "load_s": round(summary.seconds, 1),
         },
     }
@@ -169,22 +242,6 @@ async def sanity(base_url: str, scenario: scenarios.Scenario) -> list[dict[str, 
             if items == 0:
                 print(f"  note: {path} lists no product", flush=True)
     return checks
-
-
-async def sessions_opened(url: str) -> int:
-    """PostgreSQL sessions ever opened on the database: shows pool churn under load."""
-    conn = await connect(url)
-    try:
-        # Statistics are flushed at most once a second; wait for the latest.
-        await asyncio.sleep(1.1)
-        return int(
-            await conn.fetchval(
-                "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
-            )
-            or 0
-        )
-    finally:
-        await conn.close()
 
 
 async def measure(
@@ -234,8 +291,47 @@ async def measure(
     return out
 
 
+async def measure_orders(
+    args: argparse.Namespace, url: str, base_url: str, jwt_secret: str, fake: FakeStripe
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The orders and webhooks groups, then what the database holds afterwards."""
+    shoppers = await checkout.load_shoppers(url, jwt_secret, args.checkout_products)
+    runner = checkout.Orders(
+        url,
+        base_url,
+        fake,
+        shoppers,
+        checkout.LoadSettings(
+            clients=args.order_client_counts,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            max_requests=args.max_requests,
+            engine=args.engine,
+            webhook_events=args.webhook_events,
+            seed=args.seed,
+        ),
+        say=lambda line: print(line, flush=True),
+    )
+    results = await runner.measure(args.groups)
+    check = await runner.database_check()
+    if not check["consistent"]:
+        print(f"  warning: the database does not hold what the scenarios did: {check}")
+    return results, check
+
+
+def pgbench_plan(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(mode, clients) to run: every mode for the catalogue, TPC-B-like for checkout."""
+    runs: set[tuple[str, int]] = set()
+    if "catalogue" in args.groups:
+        runs |= {(mode, clients) for mode in pgbench.MODES for clients in args.client_counts}
+    if args.groups & {"orders", "webhooks"}:
+        runs |= {("tpcb-like", clients) for clients in args.order_client_counts}
+    modes = list(pgbench.MODES)
+    return sorted(runs, key=lambda run: (modes.index(run[0]), run[1]))
+
+
 def baseline(args: argparse.Namespace, server_url: str, version_num: int) -> dict[str, Any]:
-    """pgbench -i into a database of its own, then every mode at every client count."""
+    """pgbench -i into a database of its own, then each (mode, client count) of the plan."""
     binary = pgbench.find_pgbench(version_num // 10000)
     url = asyncio.run(create_database(server_url, PGBENCH_DATABASE))
     target = target_of(url)
@@ -245,34 +341,39 @@ def baseline(args: argparse.Namespace, server_url: str, version_num: int) -> dic
         pgbench.initialise(binary, target, args.pgbench_scale)
         init_s = time.perf_counter() - started
         runs = []
-        for mode in pgbench.MODES:
-            for clients in args.client_counts:
-                result = pgbench.run(
-                    binary,
-                    target,
-                    mode,
-                    clients=clients,
-                    duration_s=args.pgbench_duration,
-                    cores=cores,
-                )
-                print(
-                    f"  pgbench {mode:<14} {clients:>4} clients  {result.tps:>9.1f} tps"
-                    f"  avg {result.latency_avg_ms:.3f}  p99 {result.p99_ms:.3f} ms"
-                    f"  failed {result.failed}",
-                    flush=True,
-                )
-                runs.append(result.as_dict())
+        for mode, clients in pgbench_plan(args):
+            result = pgbench.run(
+                binary,
+                target,
+                mode,
+                clients=clients,
+                duration_s=args.pgbench_duration,
+                cores=cores,
+            )
+            print(
+                f"  pgbench {mode:<14} {clients:>4} clients  {result.tps:>9.1f} tps"
+                f"  avg {result.latency_avg_ms:.3f}  p99 {result.p99_ms:.3f} ms"
+                f"  failed {result.failed}",
+                flush=True,
+            )
+            runs.append(result.as_dict())
     finally:
         asyncio.run(drop_database(server_url, PGBENCH_DATABASE))
     return {"binary": binary, "scale": args.pgbench_scale, "init_s": round(init_s, 1), "runs": runs}
 
 
-def attach_ratios(results: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
-    """Each API figure over the same figure of `pgbench -S` at the same client count."""
-    select_only = {r["clients"]: r for r in runs if r["mode"] == "select-only"}
+def attach_ratios(
+    results: list[dict[str, Any]], runs: list[dict[str, Any]], mode: str = "select-only"
+) -> None:
+    """Each API figure over the same figure of pgbench's `mode` at the same client count.
+
+    The catalogue (reads) is set beside `-S`, checkout and webhooks (writes in a
+    few statements per transaction) beside the TPC-B-like script.
+    """
+    same_mode = {r["clients"]: r for r in runs if r["mode"] == mode}
     for scenario in results:
         for result in scenario["results"]:
-            base = select_only.get(result["clients"])
+            base = same_mode.get(result["clients"])
             if not base:
                 continue
 
@@ -280,7 +381,7 @@ def attach_ratios(results: list[dict[str, Any]], runs: list[dict[str, Any]]) -> 
                 return round(mine / theirs, 4) if theirs else None
 
             result["baseline"] = {
-                "mode": "select-only",
+                "mode": mode,
                 "tps": base["tps"],
                 "p50_ms": base["p50_ms"],
                 "p95_ms": base["p95_ms"],
@@ -296,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv)
     report: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command.strip(),
         "machine": machine.describe(),
@@ -305,8 +406,16 @@ def main(argv: list[str] | None = None) -> None:
             "cooperatives": args.cooperatives,
             "duration_s": args.duration,
             "clients": args.client_counts,
+            "order_clients": args.order_client_counts,
+            "groups": [group for group in checkout.GROUPS if group in args.groups],
             "workers": args.workers,
             "server_settings": server_settings(args),
+            "db_pool": effective_pool(args),
+            "worker_in_process": not args.no_worker,
+            "stripe": "fake (tests.fakes.stripe_server), served from a thread of the bench process",
+            "buyers": args.buyers,
+            "checkout_products": args.checkout_products,
+            "webhook_events": args.webhook_events,
             "warmup_s": args.warmup,
             "engine": args.engine,
             "max_requests": args.max_requests,
@@ -329,31 +438,57 @@ def main(argv: list[str] | None = None) -> None:
             report["postgres"] = {"embedded": embedded, **facts}
             report["dataset"] = prepared["dataset"] | {"migrate_s": prepared["migrate_s"]}
             print(
-                f"data: {args.products} products, {args.cooperatives} cooperatives "
-                f"in {prepared['dataset']['load_s']} s",
+                f"data: {args.products} products, {args.cooperatives} cooperatives, "
+                f"{prepared['dataset']['buyers']} buyers in {prepared['dataset']['load_s']} s",
                 flush=True,
             )
-            context = asyncio.run(scenarios.load_context(url))
-            report["dataset"]["matches"] = asyncio.run(scenarios.count_matches(url, context))
-            chosen = scenarios.build(context)
-            if args.scenarios:
-                wanted = {name.strip() for name in args.scenarios.split(",")}
-                chosen = [s for s in chosen if s.name in wanted]
-            with running_server(
-                url, folder, workers=args.workers, settings=server_settings(args)
-            ) as server:
-                print(f"server: {server.base_url}, {args.workers} workers", flush=True)
-                report["scenarios"] = asyncio.run(measure(args, url, server.base_url, chosen))
+            catalogue = "catalogue" in args.groups
+            chosen: list[scenarios.Scenario] = []
+            context: scenarios.Context | None = None
+            if catalogue:
+                context = asyncio.run(scenarios.load_context(url))
+                report["dataset"]["matches"] = asyncio.run(scenarios.count_matches(url, context))
+                chosen = scenarios.build(context)
+                if args.scenarios:
+                    wanted = {name.strip() for name in args.scenarios.split(",")}
+                    chosen = [s for s in chosen if s.name in wanted]
+            report["scenarios"] = []
+            report["orders"] = []
+            # Every group runs against the same server configuration, Stripe included,
+            # so that a group repeated alone (--only) meets the server it met before.
+            with (
+                serve_fake_stripe(checkout.fake_stripe()) as fake,
+                running_server(
+                    url,
+                    folder,
+                    workers=args.workers,
+                    settings=server_settings(args) | checkout.stripe_settings(fake.url),
+                ) as server,
+            ):
+                print(
+                    f"server: {server.base_url}, {args.workers} workers; fake Stripe: {fake.url}",
+                    flush=True,
+                )
+                if catalogue:
+                    report["scenarios"] = asyncio.run(measure(args, url, server.base_url, chosen))
+                if args.groups & {"orders", "webhooks"}:
+                    report["orders"], report["orders_database"] = asyncio.run(
+                        measure_orders(args, url, server.base_url, server.jwt_secret, fake.state)
+                    )
+                    report["stripe_fake_calls"] = dict(fake.state.calls)
             # Errors are counted by kind; the server's own words about them are here.
             report["server_log_tail"] = server.log_tail()
-            listings = [(s.name, p) for s in chosen for p in s.explain]
-            product_id: uuid.UUID | None = context.product_ids[0]
-            if not any(s.name == "product_by_id" for s in chosen):
-                product_id = None
-            captured = asyncio.run(plans.capture(url, listings, product_id))
-            report["plans"] = [plan.as_dict() for plan in captured]
+            report["plans"] = []
+            if chosen and context is not None:
+                listings = [(s.name, p) for s in chosen for p in s.explain]
+                product_id: uuid.UUID | None = context.product_ids[0]
+                if not any(s.name == "product_by_id" for s in chosen):
+                    product_id = None
+                captured = asyncio.run(plans.capture(url, listings, product_id))
+                report["plans"] = [plan.as_dict() for plan in captured]
             report["pgbench"] = baseline(args, server_url, facts["version_num"])
             attach_ratios(report["scenarios"], report["pgbench"]["runs"])
+            attach_ratios(report["orders"], report["pgbench"]["runs"], mode="tpcb-like")
         finally:
             asyncio.run(drop_database(server_url, DATABASE))
     report["machine"]["load_average_end"] = machine.describe()["load_average"]

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -37,6 +37,8 @@ def _tail(path: Path, lines: int = 40) -> str:
 class Server:
     base_url: str
     log: Path
+    # The benchmark signs buyers' tokens with it rather than logging in (argon2 is slow).
+    jwt_secret: str = field(repr=False)
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log, lines)
@@ -53,14 +55,15 @@ def running_server(
 ) -> Iterator[Server]:
     """Start the server, wait until /readyz answers 200, yield it, then stop it cleanly.
 
-    `settings` are extra MARKETPLACE_* variables (pool size, for instance).
+    `settings` are extra MARKETPLACE_* variables (pool size, Stripe, for instance).
     """
     port = free_port()
+    jwt_secret = secrets.token_urlsafe(48)
     env = dict(os.environ)
     env.update(
         {
             "DATABASE_URL": database_url,
-            "MARKETPLACE_JWT_SECRET": secrets.token_urlsafe(48),
+            "MARKETPLACE_JWT_SECRET": jwt_secret,
             "MARKETPLACE_PII_KEY": secrets.token_urlsafe(32),
             "MARKETPLACE_LOG_LEVEL": "WARNING",
             "MARKETPLACE_DATA_DIR": str(folder / "app-data"),
@@ -105,7 +108,7 @@ def running_server(
         )
         try:
             _wait_ready(process, base_url, ready_timeout_s, log_path)
-            yield Server(base_url, log_path)
+            yield Server(base_url, log_path, jwt_secret)
         finally:
             _stop(process)
 
