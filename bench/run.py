@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers", type=int, default=2, help="uvicorn worker processes (one per core)"
     )
     parser.add_argument(
+        "--catalogue-cache-seconds",
+        type=float,
+        default=None,
+        help="MARKETPLACE_CATALOGUE_CACHE_SECONDS (default: app's, 2 s; 0 measures the database)",
+    )
+    parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds per scenario, unrecorded"
     )
     parser.add_argument(
@@ -162,6 +168,8 @@ def server_settings(args: argparse.Namespace) -> dict[str, str]:
         settings["MARKETPLACE_DB_MAX_OVERFLOW"] = str(args.db_max_overflow)
     if args.no_worker:
         settings["MARKETPLACE_RUN_WORKER_IN_PROCESS"] = "false"
+    if args.catalogue_cache_seconds is not None:
+        settings["MARKETPLACE_CATALOGUE_CACHE_SECONDS"] = str(args.catalogue_cache_seconds)
     return settings
 
 
