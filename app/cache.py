@@ -9,8 +9,9 @@ cached: product detail (ETag), stock at checkout, anything behind a login.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from cachetools import TTLCache
 
@@ -23,6 +24,30 @@ class PageCache:
         self._pages: TTLCache[str, bytes] | None = (
             TTLCache(maxsize=maxsize, ttl=seconds, timer=timer) if seconds > 0 else None
         )
+        self._rendering: dict[str, asyncio.Future[bytes]] = {}
+
+    async def get_or_render(self, key: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The cached page, or one rendering shared by every request that missed it.
+
+        Without this, all the requests arriving as a page expires would each run the
+        query (a stampede) and queue behind each other: the latency tail.
+        """
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        if self._pages is None:
+            return await render()
+        pending = self._rendering.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(render())
+        self._rendering[key] = task
+        try:
+            body = await asyncio.shield(task)
+        finally:
+            self._rendering.pop(key, None)
+        self.put(key, body)
+        return body
 
     def get(self, key: str) -> bytes | None:
         return None if self._pages is None else self._pages.get(key)

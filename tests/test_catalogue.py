@@ -263,3 +263,27 @@ async def test_catalogue_pages_are_reused_for_a_few_seconds_then_refreshed(app, 
     clock[0] = 2.5
     fresh = await client.get("/v1/products", params={"q": "核桃"})
     assert {p["id"] for p in fresh.json()["items"]} == {str(first.id), str(second.id)}
+
+
+async def test_requests_missing_the_cache_together_share_one_rendering():
+    import asyncio
+
+    from app.cache import PageCache
+
+    cache = PageCache(2)
+    renders = 0
+    gate = asyncio.Event()
+
+    async def render() -> bytes:
+        nonlocal renders
+        renders += 1
+        await gate.wait()
+        return b"page"
+
+    waiting = [asyncio.create_task(cache.get_or_render("q=1", render)) for _ in range(10)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiting) == [b"page"] * 10
+    assert renders == 1
+    assert await cache.get_or_render("q=1", render) == b"page"
+    assert renders == 1

@@ -195,13 +195,6 @@ async def list_products(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Cursor = None,
 ) -> Response:
-    cache = request.app.state.catalogue_cache
-    key = str(request.url.query)
-    cached = cache.get(key)
-    if cached is not None:
-        return Response(
-            cached, media_type="application/json", headers={"Cache-Control": cache.cache_control}
-        )
     query = catalog.CatalogueQuery(
         q=q.strip() or None if q else None,
         category=category,
@@ -214,13 +207,17 @@ async def list_products(
         limit=limit,
         cursor=cursor,
     )
-    page = await catalog.catalogue(session, query, today=today())
-    body = PageOut[ProductOut](
-        items=[product_out(item) for item in page.items], next_cursor=page.next_cursor
-    )
-    # Serialised once here: the hottest route skips FastAPI's second validation pass.
-    payload = body.model_dump_json().encode()
-    cache.put(key, payload)
+
+    async def render() -> bytes:
+        page = await catalog.catalogue(session, query, today=today())
+        body = PageOut[ProductOut](
+            items=[product_out(item) for item in page.items], next_cursor=page.next_cursor
+        )
+        # Serialised once here: the hottest route skips FastAPI's second validation pass.
+        return body.model_dump_json().encode()
+
+    cache = request.app.state.catalogue_cache
+    payload = await cache.get_or_render(str(request.url.query), render)
     return Response(
         payload, media_type="application/json", headers={"Cache-Control": cache.cache_control}
     )
