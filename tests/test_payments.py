@@ -15,7 +15,7 @@ from services.catalog.models import Product
 from services.errors import Invalid
 from services.jobs.models import Job
 from services.orders import flows
-from services.orders.models import Order, OrderEvent
+from services.orders.models import Order, OrderEvent, OrderStatus
 from services.payments.models import Payment, Refund, StripeEvent
 from services.users.models import Role
 from tests.fakes.stripe_server import make_event
@@ -536,3 +536,18 @@ async def test_a_refused_cod_parcel_cancels_the_order_and_returns_stock(api, use
     assert (row.status.value, row.payment_status.value) == ("cancelled", "unpaid")
     chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
     assert (chicken.stock, chicken.reserved, chicken.sold_count) == (10, 0, 0)
+
+
+async def test_a_shipped_order_cannot_be_cancelled_by_its_buyer(api, users, shelf, session):
+    buyer, order = await place(api, users, shelf, method="cod")
+    row = await order_row(session, order["id"])
+    row.status = OrderStatus.shipped
+    await session.flush()
+    response = await api.post(f"/v1/orders/{order['id']}/cancel", headers=users.auth(buyer))
+    assert response.status_code == 409
+    assert (response.json()["from_status"], response.json()["to_status"]) == (
+        "shipped",
+        "cancelled",
+    )
+    chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
+    assert chicken.reserved == 2, "nothing returned to stock"

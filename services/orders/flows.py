@@ -149,6 +149,16 @@ async def cancel_by_buyer(
     order = await orders.lock_order(session, order_id)
     if actor.role is not Role.admin and order.buyer_id != actor.id:
         raise NotFound("No such order.")
+    if order.status not in (OrderStatus.awaiting_payment, OrderStatus.confirmed):
+        # The state machine lets a shipped order be cancelled only when its cash-on-
+        # delivery parcel is refused at the door; a buyer cannot cancel it from here.
+        raise Conflict(
+            f"An order that is {order.status.value} can no longer be cancelled.",
+            field="status",
+            reason="illegal-transition",
+            from_status=order.status.value,
+            to_status=OrderStatus.cancelled.value,
+        )
     payment = await payments.payment_of(session, order.id, lock=True)
     paid = order.payment_status is not PaymentStatus.unpaid
     await orders.cancel(session, order, reason=reason, actor_id=actor.id, now=now)
