@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from services.errors import Invalid
 
@@ -64,3 +67,50 @@ async def page_of(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(kind, key(rows[-1])) if more else None)
+
+
+def _plain(value: Any) -> Any:
+    """A key value as JSON can carry it (and `decode_cursor` can convert it back)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+_DECODERS: dict[type, Callable[[Any], Any]] = {
+    datetime: datetime.fromisoformat,
+    uuid.UUID: uuid.UUID,
+    str: str,
+    int: int,
+}
+
+
+async def keyset_page(
+    session: AsyncSession,
+    stmt: Select[*tuple[Any, ...]],
+    *,
+    order: Sequence[InstrumentedAttribute[Any]],
+    kind: str,
+    cursor: str | None,
+    limit: int,
+    descending: bool = False,
+) -> Page[Any]:
+    """One page of entities ordered by `order` (unique together), after `cursor`.
+
+    The cursor carries the last row's values of those columns; the next page starts
+    strictly after them, which keeps paging exact while rows are added.
+    """
+    if cursor:
+        types = [_DECODERS[column.type.python_type] for column in order]
+        values = decode_cursor(cursor, kind, *types)
+        here = tuple_(*order)
+        stmt = stmt.where(here < tuple_(*values) if descending else here > tuple_(*values))
+    stmt = stmt.order_by(*(column.desc() if descending else column.asc() for column in order))
+    return await page_of(
+        session,
+        stmt,
+        limit=limit,
+        kind=kind,
+        key=lambda row: [_plain(getattr(row, column.key)) for column in order],
+    )

@@ -16,8 +16,8 @@ from services.catalog.models import Product, ProductStatus, ShareEntry, ShareSet
 from services.cooperatives.models import Cooperative, CooperativeStatus
 from services.cooperatives.service import current_member_ids, get_cooperative
 from services.errors import Conflict, Invalid, NotFound
-from services.pagination import Page, decode_cursor, page_of
-from services.regions.codes import Level, code_range, county_of
+from services.pagination import Page, decode_cursor, keyset_page, page_of
+from services.regions.codes import Level, code_range
 from services.regions.service import require_region
 from services.users import access
 from services.users.models import Role, User
@@ -156,11 +156,12 @@ async def certify(
 
 
 def certificate_in_force(product: Product, today: date) -> bool:
-    return bool(
-        product.certificate_number
-        and product.certificate_valid_until is not None
-        and product.certificate_valid_until >= today
-    )
+    return _in_force(product.certificate_number, product.certificate_valid_until, today)
+
+
+def _in_force(number: str | None, valid_until: date | None, today: date) -> bool:
+    """A certificate shows its badge from its recording until its last valid day."""
+    return bool(number) and valid_until is not None and valid_until >= today
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,24 +277,17 @@ async def cooperative_products(
     """A cooperative's own products in every status, newest first, for its managers."""
     cooperative = await get_cooperative(session, cooperative_id)
     ensure_manages(actor, cooperative.id)
-    stmt = (
-        select(Product)
-        .where(Product.cooperative_id == cooperative.id)
-        .order_by(Product.created_at.desc(), Product.id.desc())
-    )
+    stmt = select(Product).where(Product.cooperative_id == cooperative.id)
     if status is not None:
         stmt = stmt.where(Product.status == status)
-    if cursor:
-        created, after = decode_cursor(
-            cursor, "cooperative-products", datetime.fromisoformat, uuid.UUID
-        )
-        stmt = stmt.where(tuple_(Product.created_at, Product.id) < tuple_(created, after))
-    page = await page_of(
+    page = await keyset_page(
         session,
         stmt,
-        limit=limit,
+        order=[Product.created_at, Product.id],
         kind="cooperative-products",
-        key=lambda p: [p.created_at.isoformat(), str(p.id)],
+        cursor=cursor,
+        limit=limit,
+        descending=True,
     )
     items = [Listing(p, cooperative.name, cooperative.kind.value) for p in page.items]
     return Page(items, page.next_cursor)
@@ -354,9 +348,7 @@ async def reserve(
         if row is None:
             await _explain_shortfall(session, product_id, quantity, index)
         assert row is not None
-        certified = bool(row.certificate_number) and (
-            row.certificate_valid_until is not None and row.certificate_valid_until >= today
-        )
+        certified = _in_force(row.certificate_number, row.certificate_valid_until, today)
         taken[product_id] = Reserved(
             product_id,
             row.cooperative_id,
@@ -589,9 +581,8 @@ async def get_listing(
     product, name, kind, coop_status = row
     public = product.status is ProductStatus.active and coop_status is CooperativeStatus.active
     insider = actor is not None and (
-        actor.role is Role.admin
-        or (actor.role is Role.manager and actor.cooperative_id == product.cooperative_id)
-        or (actor.role is Role.officer and actor.county_code == county_of(product.county_code))
+        access.manages(actor, product.cooperative_id)
+        or access.acts_in_county(actor, product.county_code)
     )
     if not (public or insider):
         raise NotFound("No such product.")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from stdnum.cn import uscc
@@ -22,7 +22,7 @@ from services.cooperatives.models import (
     Membership,
 )
 from services.errors import Conflict, Invalid, NotFound
-from services.pagination import Page, decode_cursor, page_of
+from services.pagination import Page, keyset_page
 from services.regions.codes import Level, code_range, county_of
 from services.regions.service import require_region
 from services.users import access
@@ -100,21 +100,19 @@ async def list_cooperatives(
     limit: int,
     cursor: str | None,
 ) -> Page[Cooperative]:
-    stmt = (
-        select(Cooperative)
-        .where(Cooperative.status == CooperativeStatus.active)
-        .order_by(Cooperative.name, Cooperative.id)
-    )
+    stmt = select(Cooperative).where(Cooperative.status == CooperativeStatus.active)
     if region:
         low, high = code_range(region)
         stmt = stmt.where(Cooperative.village_code.between(low, high))
     if kind:
         stmt = stmt.where(Cooperative.kind == kind)
-    if cursor:
-        name, after = decode_cursor(cursor, "cooperatives", str, uuid.UUID)
-        stmt = stmt.where(tuple_(Cooperative.name, Cooperative.id) > tuple_(name, after))
-    return await page_of(
-        session, stmt, limit=limit, kind="cooperatives", key=lambda c: [c.name, str(c.id)]
+    return await keyset_page(
+        session,
+        stmt,
+        order=[Cooperative.name, Cooperative.id],
+        kind="cooperatives",
+        cursor=cursor,
+        limit=limit,
     )
 
 

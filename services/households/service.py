@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -32,7 +32,7 @@ from services.households.models import (
     Standard,
     StatusChange,
 )
-from services.pagination import Page, decode_cursor, page_of
+from services.pagination import Page, keyset_page
 from services.regions.codes import Level, code_range, county_of
 from services.regions.service import require_region
 from services.users import access
@@ -175,13 +175,15 @@ async def create_household(
     return await _load(session, household.id)
 
 
-async def _load(session: AsyncSession, household_id: uuid.UUID) -> Household:
+async def _load(session: AsyncSession, household_id: uuid.UUID, *, lock: bool = False) -> Household:
     stmt = (
         select(Household)
         .where(Household.id == household_id)
         .options(selectinload(Household.members))
         .execution_options(populate_existing=True)
     )
+    if lock:
+        stmt = stmt.with_for_update(of=Household)
     household = (await session.scalars(stmt)).one_or_none()
     if household is None:
         raise NotFound("No such household.")
@@ -189,9 +191,14 @@ async def _load(session: AsyncSession, household_id: uuid.UUID) -> Household:
 
 
 async def get_household(
-    session: AsyncSession, actor: User, household_id: uuid.UUID, *, audit: bool = True
+    session: AsyncSession,
+    actor: User,
+    household_id: uuid.UUID,
+    *,
+    audit: bool = True,
+    lock: bool = False,
 ) -> Household:
-    household = await _load(session, household_id)
+    household = await _load(session, household_id, lock=lock)
     try:
         ensure_officer_of(actor, household.county_code)
     except Forbidden as exc:
@@ -230,15 +237,16 @@ async def list_households(
             Household.county_code == county_of(region), Household.village_code.between(low, high)
         )
         .options(selectinload(Household.members))
-        .order_by(Household.village_code, Household.id)
     )
     if status is not None:
         stmt = stmt.where(Household.status == status)
-    if cursor:
-        village, after = decode_cursor(cursor, "households", str, uuid.UUID)
-        stmt = stmt.where(tuple_(Household.village_code, Household.id) > tuple_(village, after))
-    page = await page_of(
-        session, stmt, limit=limit, kind="households", key=lambda h: [h.village_code, str(h.id)]
+    page = await keyset_page(
+        session,
+        stmt,
+        order=[Household.village_code, Household.id],
+        kind="households",
+        cursor=cursor,
+        limit=limit,
     )
     await record(session, actor, "household.list", "household", [str(h.id) for h in page.items])
     return page
@@ -261,7 +269,7 @@ EDITABLE = frozenset(
 async def update_household(
     session: AsyncSession, actor: User, household_id: uuid.UUID, changes: dict[str, Any]
 ) -> Household:
-    household = await get_household(session, actor, household_id, audit=False)
+    household = await get_household(session, actor, household_id, audit=False, lock=True)
     unknown = set(changes) - EDITABLE
     if unknown:
         raise Invalid("This field cannot be edited here.", field=sorted(unknown)[0])
@@ -277,7 +285,7 @@ async def update_household(
     await record(
         session, actor, "household.update", "household", str(household.id), fields=sorted(changes)
     )
-    return await _load(session, household.id)
+    return household
 
 
 async def change_status(
@@ -290,12 +298,8 @@ async def change_status(
     workflow: bool = False,
 ) -> Household:
     """Move a household's status and append the change to its history, in one step."""
-    household = await get_household(session, actor, household_id, audit=False)
-    # Lock the row: two officers ruling at once must not both move from one state.
-    await session.execute(
-        select(Household.id).where(Household.id == household.id).with_for_update()
-    )
-    await session.refresh(household, ["status"])
+    # Locked as it is read: two officers ruling at once must not both move from one state.
+    household = await get_household(session, actor, household_id, audit=False, lock=True)
     current = household.status
     if to not in TRANSITIONS[current]:
         raise Conflict(
@@ -312,6 +316,7 @@ async def change_status(
             to_status=to.value,
         )
     household.status = to
+    household.updated_at = datetime.now(UTC)
     session.add(
         StatusChange(
             household_id=household.id,
@@ -322,7 +327,7 @@ async def change_status(
         )
     )
     await session.flush()
-    return await _load(session, household.id)
+    return household
 
 
 async def status_history(

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, tuple_, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog import service as catalog
@@ -20,7 +20,7 @@ from services.orders.models import (
     OrderStatus,
     PaymentStatus,
 )
-from services.pagination import Page, decode_cursor, page_of
+from services.pagination import Page, keyset_page
 from services.payments.models import Payment
 from services.users import access
 from services.users.models import Role, User
@@ -120,7 +120,7 @@ async def list_for(
     limit: int,
     cursor: str | None,
 ) -> Page[Order]:
-    stmt = select(Order).order_by(Order.created_at.desc(), Order.id.desc())
+    stmt = select(Order)
     if actor.role is Role.manager and actor.cooperative_id is not None:
         stmt = stmt.where(
             exists().where(
@@ -131,15 +131,14 @@ async def list_for(
         stmt = stmt.where(Order.buyer_id == actor.id)
     if status is not None:
         stmt = stmt.where(Order.status == status)
-    if cursor:
-        created, after = decode_cursor(cursor, "orders", datetime.fromisoformat, uuid.UUID)
-        stmt = stmt.where(tuple_(Order.created_at, Order.id) < tuple_(created, after))
-    return await page_of(
+    return await keyset_page(
         session,
         stmt,
-        limit=limit,
+        order=[Order.created_at, Order.id],
         kind="orders",
-        key=lambda o: [o.created_at.isoformat(), str(o.id)],
+        cursor=cursor,
+        limit=limit,
+        descending=True,
     )
 
 
@@ -154,22 +153,17 @@ async def fulfilment_queue(
 ) -> Page[Fulfilment]:
     access.ensure_role(actor, Role.admin, Role.manager)
     access.ensure_cooperative(actor, cooperative_id)
-    stmt = (
-        select(Fulfilment)
-        .where(Fulfilment.cooperative_id == cooperative_id)
-        .order_by(Fulfilment.created_at.desc(), Fulfilment.id.desc())
-    )
+    stmt = select(Fulfilment).where(Fulfilment.cooperative_id == cooperative_id)
     if status is not None:
         stmt = stmt.where(Fulfilment.status == status)
-    if cursor:
-        created, after = decode_cursor(cursor, "fulfilments", datetime.fromisoformat, uuid.UUID)
-        stmt = stmt.where(tuple_(Fulfilment.created_at, Fulfilment.id) < tuple_(created, after))
-    return await page_of(
+    return await keyset_page(
         session,
         stmt,
-        limit=limit,
+        order=[Fulfilment.created_at, Fulfilment.id],
         kind="fulfilments",
-        key=lambda f: [f.created_at.isoformat(), str(f.id)],
+        cursor=cursor,
+        limit=limit,
+        descending=True,
     )
 
 

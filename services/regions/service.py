@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.errors import Conflict, Invalid, NotFound
-from services.pagination import Page, decode_cursor, page_of
+from services.pagination import Page, keyset_page
 from services.regions.codes import Level, code_range, county_of, level_of, parent_of
 from services.regions.models import Region, ServiceSite, SiteKind
 
@@ -87,15 +87,14 @@ async def list_regions(
     limit: int,
     cursor: str | None,
 ) -> Page[Region]:
-    stmt = select(Region).order_by(Region.code)
+    stmt = select(Region)
     if parent is not None:
         stmt = stmt.where(Region.parent_code == parent)
     if level is not None:
         stmt = stmt.where(Region.level == level)
-    if cursor:
-        (after,) = decode_cursor(cursor, "regions", str)
-        stmt = stmt.where(Region.code > after)
-    return await page_of(session, stmt, limit=limit, kind="regions", key=lambda r: [r.code])
+    return await keyset_page(
+        session, stmt, order=[Region.code], kind="regions", cursor=cursor, limit=limit
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +131,15 @@ async def get_site(session: AsyncSession, site_id: uuid.UUID) -> ServiceSite:
 async def list_sites(
     session: AsyncSession, *, region: str | None, limit: int, cursor: str | None
 ) -> Page[ServiceSite]:
-    stmt = (
-        select(ServiceSite)
-        .where(ServiceSite.active.is_(True))
-        .order_by(ServiceSite.village_code, ServiceSite.id)
-    )
+    stmt = select(ServiceSite).where(ServiceSite.active.is_(True))
     if region is not None:
         low, high = code_range(region)
         stmt = stmt.where(ServiceSite.village_code.between(low, high))
-    if cursor:
-        village, site_id = decode_cursor(cursor, "sites", str, uuid.UUID)
-        stmt = stmt.where(
-            tuple_(ServiceSite.village_code, ServiceSite.id) > tuple_(village, site_id)
-        )
-    return await page_of(
-        session, stmt, limit=limit, kind="sites", key=lambda s: [s.village_code, str(s.id)]
+    return await keyset_page(
+        session,
+        stmt,
+        order=[ServiceSite.village_code, ServiceSite.id],
+        kind="sites",
+        cursor=cursor,
+        limit=limit,
     )

@@ -10,12 +10,22 @@ from __future__ import annotations
 import uuid
 
 from services.errors import Forbidden
+from services.regions.codes import county_of
 from services.users.models import Role, User
 
 
-def county_of(code: str) -> str:
-    """The 12-digit code of the county that contains a region code."""
-    return code[:6] + "000000"
+def acts_in_county(user: User, region_code: str) -> bool:
+    """Admins act anywhere; officers only within their own county."""
+    return user.role is Role.admin or (
+        user.role is Role.officer and user.county_code == county_of(region_code)
+    )
+
+
+def manages(user: User, cooperative_id: uuid.UUID) -> bool:
+    """Admins act on any cooperative; managers only on their own."""
+    return user.role is Role.admin or (
+        user.role is Role.manager and user.cooperative_id == cooperative_id
+    )
 
 
 def ensure_role(user: User, *roles: Role) -> None:
@@ -25,21 +35,13 @@ def ensure_role(user: User, *roles: Role) -> None:
 
 
 def ensure_county(user: User, region_code: str) -> None:
-    """Admins act anywhere; officers only within their own county."""
-    if user.role is Role.admin:
-        return
-    if user.role is Role.officer and user.county_code == county_of(region_code):
-        return
-    raise Forbidden("This record lies outside your county.")
+    if not acts_in_county(user, region_code):
+        raise Forbidden("This record lies outside your county.")
 
 
 def ensure_cooperative(user: User, cooperative_id: uuid.UUID) -> None:
-    """Admins act on any cooperative; managers only on their own."""
-    if user.role is Role.admin:
-        return
-    if user.role is Role.manager and user.cooperative_id == cooperative_id:
-        return
-    raise Forbidden("This cooperative is not yours to manage.")
+    if not manages(user, cooperative_id):
+        raise Forbidden("This cooperative is not yours to manage.")
 
 
 def ensure_site(user: User, site_id: uuid.UUID) -> None:
