@@ -243,9 +243,7 @@ async def refund(
             assert claim.response_status is not None and claim.response_body is not None
             return Answer(claim.response_status, claim.response_body, replayed=True)
         if claim.new:
-            created = await payments.request_refund(
-                session, actor, order_id, spec, now=now, enqueue=enqueue
-            )
+            created = await payments.request_refund(session, actor, order_id, spec, enqueue=enqueue)
             await idempotency.attach(session, owner_id=actor.id, key=key, resource_id=created.id)
             refund_id = created.id
         else:

@@ -428,7 +428,6 @@ async def request_refund(
     order_id: uuid.UUID,
     spec: RefundRequest,
     *,
-    now: datetime,
     enqueue: Any,
 ) -> Refund:
     """Write a pending refund and its job; never more than was paid, across all refunds."""
