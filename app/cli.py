@@ -120,11 +120,13 @@ async def _work(settings: Settings, concurrency: int) -> None:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
-    from app.main import stripe_gateway
+    from app.main import stripe_gateway, tracking_providers
     from services.payments.jobs import use_gateway
+    from services.tracking.polling import use_providers
 
     gateway = stripe_gateway(settings)
     use_gateway(gateway)
+    use_providers(tracking_providers(settings))
     try:
         await upgrade(engine)
         job_worker = Worker(session_factory(engine), load_handlers(), concurrency=concurrency)

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
@@ -23,6 +24,7 @@ from app.api import (
     orders,
     products,
     regions,
+    tracking,
     users,
     webhooks,
 )
@@ -34,6 +36,11 @@ from services.db import create_engine, session_factory
 from services.jobs.service import Worker, load_handlers
 from services.payments import jobs as payment_jobs
 from services.payments.stripe import StripeConfig, StripeGateway
+from services.tracking import polling
+from services.tracking.aftership import AfterShip, AfterShipConfig
+from services.tracking.kuaidi100 import Kuaidi100, Kuaidi100Config
+from services.tracking.polling import PollPolicy, Providers
+from services.tracking.vocabulary import Provider
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,37 @@ def stripe_gateway(settings: Settings) -> StripeGateway | None:
             api_base=settings.stripe_api_base,
             timeout_seconds=settings.stripe_timeout_seconds,
         )
+    )
+
+
+def tracking_providers(settings: Settings) -> Providers:
+    """Both tracking providers, each pushing and polling as far as its keys allow."""
+    timeout = settings.tracking_timeout_seconds
+    adapters: list[Provider] = [
+        AfterShip(
+            AfterShipConfig(
+                api_key=settings.aftership_api_key,
+                webhook_secret=settings.aftership_webhook_secret,
+                api_base=settings.aftership_api_base,
+                timeout_seconds=timeout,
+            )
+        ),
+        Kuaidi100(
+            Kuaidi100Config(
+                customer=settings.kuaidi100_customer,
+                key=settings.kuaidi100_key,
+                salt=settings.kuaidi100_salt,
+                api_base=settings.kuaidi100_api_base,
+                timeout_seconds=timeout,
+            )
+        ),
+    ]
+    return Providers(
+        by_name={a.name: a for a in adapters},
+        policy=PollPolicy(
+            interval=timedelta(minutes=settings.tracking_poll_minutes),
+            rate=settings.tracking_poll_rate,
+        ),
     )
 
 
@@ -124,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalogue_cache = PageCache(settings.catalogue_cache_seconds)
     # Background jobs of this process (refunds, intent cancellation) reach Stripe here.
     payment_jobs.use_gateway(app.state.stripe)
+    app.state.tracking = tracking_providers(settings)
+    polling.use_providers(app.state.tracking)
 
     errors.install(app)
     openapi.install(app)
@@ -137,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         products.router,
         orders.router,
         webhooks.router,
+        tracking.router,
     ):
         app.include_router(router)
 

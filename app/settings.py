@@ -11,6 +11,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, PositiveInt
@@ -84,6 +85,45 @@ class Settings(BaseSettings):
     )
     stripe_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of one call to Stripe, in seconds."
+    )
+    aftership_api_key: str | None = Field(
+        default=None, description="AfterShip API key; set: open AfterShip parcels are polled."
+    )
+    aftership_webhook_secret: str | None = Field(
+        default=None, description="AfterShip webhook secret; set: signed pushes are accepted."
+    )
+    aftership_api_base: str = Field(
+        default="https://api.aftership.com/tracking/2024-04",
+        description="AfterShip tracking API address (a local fake in tests).",
+    )
+    kuaidi100_customer: str | None = Field(
+        default=None, description="Kuaidi100 customer id for polling (with the key)."
+    )
+    kuaidi100_key: str | None = Field(default=None, description="Kuaidi100 API key for polling.")
+    kuaidi100_salt: str | None = Field(
+        default=None, description="Kuaidi100 subscription salt; set: signed pushes are accepted."
+    )
+    kuaidi100_api_base: str = Field(
+        default="https://poll.kuaidi100.com",
+        description="Kuaidi100 API address (a local fake in tests).",
+    )
+    tracking_provider: Literal["aftership", "kuaidi100", "manual"] | None = Field(
+        default=None,
+        description="Provider of new shipments when the manager names none (unset: the first "
+        "configured of aftership and kuaidi100, else manual events only).",
+    )
+    tracking_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one call to a tracking provider, in seconds."
+    )
+    tracking_poll_minutes: PositiveInt = Field(
+        default=60, description="Minutes between two polls of one open parcel."
+    )
+    tracking_poll_rate: float = Field(
+        default=5.0, gt=0, description="Most calls per second to one tracking provider."
+    )
+    tracking_stale_days: PositiveInt = Field(
+        default=3,
+        description="Days without news after which a parcel shows in the managers' queue.",
     )
     platform_fee_bp: int = Field(
         default=500, ge=0, le=10_000, description="Platform fee per order line, basis points."

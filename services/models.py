@@ -10,6 +10,7 @@ from services.jobs import models as jobs_models
 from services.orders import models as orders_models
 from services.payments import models as payments_models
 from services.regions import models as regions_models
+from services.tracking import models as tracking_models
 from services.users import models as users_models
 
 metadata = Base.metadata
@@ -25,5 +26,6 @@ __all__ = [
     "orders_models",
     "payments_models",
     "regions_models",
+    "tracking_models",
     "users_models",
 ]

@@ -6,11 +6,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog import service as catalog
-from services.errors import NotFound
+from services.errors import Conflict, NotFound
+from services.jobs.service import enqueue
 from services.orders import states
 from services.orders.models import (
     Fulfilment,
@@ -171,15 +172,20 @@ def _items(lines: list[OrderLine]) -> list[tuple[uuid.UUID, int]]:
     return [(line.product_id, line.quantity) for line in lines]
 
 
+_NOT_SHIPPED = (FulfilmentStatus.awaiting_payment, FulfilmentStatus.ready)
+
+
 async def _set_fulfilments(
-    session: AsyncSession, order_id: uuid.UUID, status: FulfilmentStatus, now: datetime
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    status: FulfilmentStatus,
+    now: datetime,
+    *,
+    from_statuses: tuple[FulfilmentStatus, ...] = _NOT_SHIPPED,
 ) -> None:
     await session.execute(
         update(Fulfilment)
-        .where(
-            Fulfilment.order_id == order_id,
-            Fulfilment.status.in_([FulfilmentStatus.awaiting_payment, FulfilmentStatus.ready]),
-        )
+        .where(Fulfilment.order_id == order_id, Fulfilment.status.in_(from_statuses))
         .values(status=status, updated_at=now)
     )
 
@@ -235,7 +241,14 @@ async def cancel(
     order.cancelled_at = now
     order.cancel_reason = reason
     order.reserved_until = None
-    await _set_fulfilments(session, order.id, FulfilmentStatus.cancelled, now)
+    # A shipped fulfilment is cancelled only with its refused cash-on-delivery parcel.
+    await _set_fulfilments(
+        session,
+        order.id,
+        FulfilmentStatus.cancelled,
+        now,
+        from_statuses=(*_NOT_SHIPPED, FulfilmentStatus.shipped),
+    )
     items = _items(await order_lines(session, order.id))
     if sold:
         await catalog.unsell(session, items)
@@ -244,3 +257,103 @@ async def cancel(
     # Written at once: a later query in this transaction (another sweep, a report)
     # must see the order cancelled, or it could return the stock a second time.
     await session.flush()
+
+
+# --- shipping and delivery -----------------------------------------------------------
+
+# The outbox record that makes income attribution follow a delivery (or, for cash on
+# delivery, the collection of the cash): one job per fulfilment, handled by the ledger.
+RECOGNITION_JOB = "attribution.recognise_fulfilment"
+
+
+async def fulfilment_of(
+    session: AsyncSession, order: Order, fulfilment_id: uuid.UUID
+) -> Fulfilment:
+    """A fulfilment of a locked order; the order's lock covers its fulfilments."""
+    fulfilment = await session.get(Fulfilment, fulfilment_id, populate_existing=True)
+    if fulfilment is None or fulfilment.order_id != order.id:
+        raise NotFound("No such fulfilment.")
+    return fulfilment
+
+
+async def ship_fulfilment(
+    session: AsyncSession,
+    order: Order,
+    fulfilment: Fulfilment,
+    *,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    """A parcel of this fulfilment left the cooperative; the first one ships the order."""
+    if fulfilment.status is FulfilmentStatus.shipped:
+        return  # a further parcel of a fulfilment already under way
+    if fulfilment.status is not FulfilmentStatus.ready:
+        raise Conflict(
+            f"A fulfilment that is {fulfilment.status.value} cannot be shipped.",
+            field="status",
+            reason="illegal-transition",
+            from_status=fulfilment.status.value,
+            to_status=FulfilmentStatus.shipped.value,
+        )
+    fulfilment.status = FulfilmentStatus.shipped
+    fulfilment.updated_at = now
+    if order.status is OrderStatus.confirmed:
+        states.move(
+            session, order, OrderStatus.shipped, reason="parcel shipped", actor_id=actor_id, now=now
+        )
+
+
+async def request_recognition(session: AsyncSession, fulfilment_id: uuid.UUID) -> None:
+    await enqueue(
+        session,
+        RECOGNITION_JOB,
+        {"fulfilment_id": str(fulfilment_id)},
+        dedupe_key=str(fulfilment_id),
+    )
+
+
+async def deliver_fulfilment(
+    session: AsyncSession, order: Order, fulfilment: Fulfilment, *, now: datetime
+) -> bool:
+    """Every parcel of this fulfilment arrived: it is delivered, with its outbox record.
+
+    The caller holds the order's lock, so two last parcels arriving at once cannot
+    both miss each other. The order is delivered with its last fulfilment.
+    """
+    if fulfilment.status is not FulfilmentStatus.shipped:
+        return False
+    fulfilment.status = FulfilmentStatus.delivered
+    fulfilment.updated_at = now
+    await session.flush()
+    await request_recognition(session, fulfilment.id)
+    undelivered = await session.scalar(
+        select(func.count())
+        .select_from(Fulfilment)
+        .where(
+            Fulfilment.order_id == order.id,
+            Fulfilment.status.not_in([FulfilmentStatus.delivered, FulfilmentStatus.cancelled]),
+        )
+    )
+    if not undelivered and order.status is OrderStatus.shipped:
+        states.move(
+            session,
+            order,
+            OrderStatus.delivered,
+            reason="every parcel delivered",
+            actor_id=None,
+            now=now,
+        )
+    return True
+
+
+async def delivered_fulfilments(session: AsyncSession, order_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(
+        (
+            await session.scalars(
+                select(Fulfilment.id).where(
+                    Fulfilment.order_id == order_id,
+                    Fulfilment.status == FulfilmentStatus.delivered,
+                )
+            )
+        ).all()
+    )

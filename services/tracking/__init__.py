@@ -1,0 +1,1 @@
+"""Shipments and parcel tracking: provider webhooks, polling, manual events, pickup sites."""

@@ -1,0 +1,611 @@
+"""Shipments: registering parcels, applying provider and manual events, who sees what.
+
+Every event, from a webhook, the poller or a person, goes through `_apply`: it
+stores the events not seen before (a digest of source, status, time and place is
+unique per shipment, so the same scan reported twice, or by the webhook and the
+poller at the same moment, is one row), then moves the parcel's status by the
+rules in `rules.py`, and, when the last parcel of a fulfilment arrives, delivers
+the fulfilment in the same transaction, with its outbox record for attribution.
+
+Locks are always taken shipment first, then order: the order's lock guards its
+fulfilments and the decision that all of them have arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.errors import Conflict, Forbidden, Invalid, NotFound
+from services.orders import service as orders
+from services.orders.models import (
+    DeliveryType,
+    Fulfilment,
+    Order,
+    OrderStatus,
+    PaymentMethod,
+    PaymentStatus,
+)
+from services.pagination import Page, keyset_page
+from services.payments import service as payments
+from services.tracking import carriers, rules
+from services.tracking.models import (
+    ACTIVE_STATUSES,
+    ManualEvent,
+    Shipment,
+    ShipmentEvent,
+    Source,
+    TrackingPush,
+)
+from services.tracking.vocabulary import FINISHED, Checkpoint, TrackingStatus, TrackingUpdate
+from services.users import access
+from services.users.models import Role, User
+
+S = TrackingStatus
+# A manual event may be stamped a little ahead of our clock (a phone's clock), not more.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentView:
+    shipment: Shipment
+    events: list[ShipmentEvent]
+
+
+def _digest(*parts: object) -> str:
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def event_key(source: Source, checkpoint: Checkpoint) -> str:
+    """The same scan has the same key whether it came by webhook or by poll."""
+    return _digest(
+        source.value,
+        checkpoint.raw_status,
+        checkpoint.occurred_at.isoformat(),
+        checkpoint.location,
+    )
+
+
+# --- registering a parcel --------------------------------------------------------------
+
+
+async def create_shipment(
+    session: AsyncSession,
+    actor: User,
+    fulfilment_id: uuid.UUID,
+    *,
+    carrier: str,
+    tracking_number: str,
+    provider: Source,
+    poll_from: datetime | None,
+    now: datetime,
+) -> tuple[ShipmentView, bool]:
+    """Register a parcel of a fulfilment; the first parcel ships the fulfilment and order.
+
+    Registering the same parcel again for the same fulfilment returns it (a retried
+    request); the same number under another fulfilment is a 409. Answers whether
+    the shipment was created. `poll_from` is when the poller first asks about it
+    (None: this provider is not polled here).
+    """
+    access.ensure_role(actor, Role.admin, Role.manager)
+    found = await _fulfilment_order_id(session, fulfilment_id)
+    if found is None:
+        raise NotFound("No such fulfilment.")
+    order_id, cooperative_id = found
+    access.ensure_cooperative(actor, cooperative_id)
+    code = carriers.get_carrier(carrier).code
+    number = carriers.normalise_tracking_number(code, tracking_number)
+    existing = (
+        await session.scalars(
+            select(Shipment).where(Shipment.carrier == code, Shipment.tracking_number == number)
+        )
+    ).one_or_none()
+    if existing is not None:
+        if existing.fulfilment_id != fulfilment_id:
+            raise Conflict(
+                "This tracking number is registered for another parcel.",
+                field="tracking_number",
+                reason="tracking-number-taken",
+            )
+        return await _view(session, existing), False
+    order = await orders.lock_order(session, order_id)
+    fulfilment = await orders.fulfilment_of(session, order, fulfilment_id)
+    if (
+        order.payment_method is PaymentMethod.stripe
+        and order.payment_status is PaymentStatus.unpaid
+    ):
+        raise Conflict("This order is not paid yet.", reason="order-not-paid")
+    await orders.ship_fulfilment(session, order, fulfilment, actor_id=actor.id, now=now)
+    shipment = Shipment(
+        fulfilment_id=fulfilment.id,
+        order_id=order.id,
+        cooperative_id=fulfilment.cooperative_id,
+        county_code=fulfilment.county_code,
+        carrier=code,
+        tracking_number=number,
+        provider=provider,
+        status=S.pending,
+        pickup_site_id=(
+            order.pickup_site_id if order.delivery_type is DeliveryType.pickup else None
+        ),
+        next_poll_at=poll_from,
+        created_by=actor.id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(shipment)
+    await session.flush()
+    return ShipmentView(shipment, []), True
+
+
+async def _fulfilment_order_id(
+    session: AsyncSession, fulfilment_id: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    row = (
+        await session.execute(
+            select(Fulfilment.order_id, Fulfilment.cooperative_id).where(
+                Fulfilment.id == fulfilment_id
+            )
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+# --- applying events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    outcome: str  # applied, duplicate, unknown-parcel
+    shipment_id: uuid.UUID | None = None
+    new_events: int = 0
+    status: TrackingStatus | None = None
+
+
+def _plain_number(number: str) -> str:
+    return "".join(number.split()).replace("-", "").upper()
+
+
+async def receive_update(
+    session: AsyncSession,
+    update: TrackingUpdate,
+    *,
+    now: datetime,
+    shipment_id: uuid.UUID | None = None,
+) -> Ingested:
+    """Apply what a provider pushed (or, for `shipment_id`, answered a poll) exactly once."""
+    source = Source(update.provider)
+    if update.delivery_id is not None:
+        stored = (
+            await session.execute(
+                insert(TrackingPush)
+                .values(
+                    provider=source,
+                    delivery_id=update.delivery_id,
+                    tracking_number=update.tracking_number[:40],
+                    outcome="applied",
+                    received_at=now,
+                )
+                .on_conflict_do_nothing()
+                .returning(TrackingPush.delivery_id)
+            )
+        ).first()
+        if stored is None:
+            return Ingested("duplicate")
+    shipment = (
+        await session.scalars(
+            select(Shipment)
+            .where(
+                Shipment.id == shipment_id
+                if shipment_id is not None
+                else and_(
+                    Shipment.carrier == update.carrier,
+                    Shipment.tracking_number == _plain_number(update.tracking_number),
+                )
+            )
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
+    if shipment is None:
+        if update.delivery_id is not None:
+            await session.execute(update_push_outcome(source, update.delivery_id, "unknown-parcel"))
+        return Ingested("unknown-parcel")
+    new = await _apply(
+        session,
+        shipment,
+        [(event_key(source, c), c) for c in update.checkpoints],
+        source=source,
+        kind=None,
+        actor_id=None,
+        now=now,
+    )
+    return Ingested("applied", shipment.id, new, shipment.status)
+
+
+def update_push_outcome(provider: Source, delivery_id: str, outcome: str) -> Any:
+    return (
+        update(TrackingPush)
+        .where(TrackingPush.provider == provider, TrackingPush.delivery_id == delivery_id)
+        .values(outcome=outcome)
+    )
+
+
+async def _apply(
+    session: AsyncSession,
+    shipment: Shipment,
+    checkpoints: list[tuple[str, Checkpoint]],
+    *,
+    source: Source,
+    kind: ManualEvent | None,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+) -> int:
+    """Store the events not seen before and move the parcel; the caller holds its lock."""
+    if not checkpoints:
+        return 0
+    rows = [
+        {
+            "shipment_id": shipment.id,
+            "county_code": shipment.county_code,
+            "source": source,
+            "kind": kind,
+            "status": c.status,
+            "raw_status": c.raw_status[:80],
+            "occurred_at": c.occurred_at,
+            "location": c.location,
+            "description": c.description,
+            "dedupe_key": key,
+            "actor_id": actor_id,
+            "received_at": now,
+        }
+        for key, c in checkpoints
+    ]
+    fresh = (
+        await session.execute(
+            insert(ShipmentEvent)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[ShipmentEvent.shipment_id, "dedupe_key"])
+            .returning(ShipmentEvent.status, ShipmentEvent.occurred_at)
+        )
+    ).all()
+    if not fresh:
+        return 0
+    before = shipment.status
+    status, status_at = shipment.status, shipment.status_at
+    to_site = shipment.pickup_site_id is not None and source is not Source.manual
+    for reported, at in sorted(fresh, key=lambda r: r[1]):
+        candidate = rules.as_reported(TrackingStatus(reported), to_pickup_site=to_site)
+        if rules.supersedes(candidate, at, status, status_at):
+            status, status_at = candidate, at
+    latest = max(at for _, at in fresh)
+    shipment.last_event_at = max(latest, shipment.last_event_at or latest)
+    shipment.updated_at = now
+    if status is not before or status_at != shipment.status_at:
+        shipment.status, shipment.status_at = status, status_at
+    if status in FINISHED:
+        shipment.next_poll_at = None
+    if status is S.delivered and before is not S.delivered:
+        shipment.delivered_at = status_at
+        await session.flush()
+        await _deliver_if_complete(session, shipment, now=now)
+    else:
+        await session.flush()
+    return len(fresh)
+
+
+async def _deliver_if_complete(session: AsyncSession, shipment: Shipment, *, now: datetime) -> None:
+    order = await orders.lock_order(session, shipment.order_id)
+    fulfilment = await orders.fulfilment_of(session, order, shipment.fulfilment_id)
+    waiting = await session.scalar(
+        select(
+            exists().where(
+                Shipment.fulfilment_id == shipment.fulfilment_id,
+                Shipment.status != S.delivered,
+            )
+        )
+    )
+    if not waiting:
+        await orders.deliver_fulfilment(session, order, fulfilment, now=now)
+
+
+# --- manual events -----------------------------------------------------------------------
+
+_MANUAL_STATUS = {
+    ManualEvent.handed_over: S.in_transit,
+    ManualEvent.received_at_site: S.available_for_pickup,
+    ManualEvent.picked_up: S.delivered,
+    ManualEvent.delivered: S.delivered,
+    ManualEvent.failed_attempt: S.failed_attempt,
+    # The courier or the site takes the cash as it hands the parcel over.
+    ManualEvent.cash_collected: S.delivered,
+    ManualEvent.refused: S.returned,
+}
+
+_MAY_RECORD = {
+    Role.manager: frozenset(
+        {
+            ManualEvent.handed_over,
+            ManualEvent.delivered,
+            ManualEvent.failed_attempt,
+            ManualEvent.cash_collected,
+            ManualEvent.refused,
+        }
+    ),
+    Role.site_operator: frozenset(
+        {
+            ManualEvent.received_at_site,
+            ManualEvent.picked_up,
+            ManualEvent.failed_attempt,
+            ManualEvent.cash_collected,
+            ManualEvent.refused,
+        }
+    ),
+    Role.admin: frozenset(ManualEvent),
+}
+
+_AT_SITE_ONLY = frozenset({ManualEvent.received_at_site, ManualEvent.picked_up})
+
+
+@dataclass(frozen=True, slots=True)
+class ManualReport:
+    kind: ManualEvent
+    occurred_at: datetime | None = None
+    location: str | None = None
+    note: str | None = None
+    amount_fen: int | None = None
+    idempotency_key: str | None = None
+
+
+async def record_manual_event(
+    session: AsyncSession,
+    actor: User,
+    shipment_id: uuid.UUID,
+    report: ManualReport,
+    *,
+    now: datetime,
+) -> tuple[ShipmentView, bool]:
+    """Record what a manager or site operator saw; answers whether it was new.
+
+    Cash collected records the cash-on-delivery payment; a refused parcel of an
+    unpaid cash-on-delivery order cancels the order and returns its stock.
+    """
+    shipment = await _locked(session, shipment_id)
+    await _ensure_visible(session, actor, shipment)
+    if report.kind not in _MAY_RECORD.get(actor.role, frozenset()):
+        raise Forbidden(f"Your role does not record '{report.kind.value}' events.")
+    if report.kind in _AT_SITE_ONLY and shipment.pickup_site_id is None:
+        raise Conflict(
+            "This parcel goes to the buyer's door, not to a service site.",
+            field="kind",
+            reason="not-a-pickup-parcel",
+        )
+    at = report.occurred_at or now
+    if at > now + CLOCK_SKEW:
+        raise Invalid("An event cannot happen in the future.", field="occurred_at")
+    if report.kind is ManualEvent.cash_collected and report.amount_fen is None:
+        raise Invalid("Say how much cash was collected.", field="amount_fen")
+    key = (
+        _digest("manual-key", report.idempotency_key)
+        if report.idempotency_key
+        else _digest("manual", report.kind.value, at.isoformat(), report.location)
+    )
+    checkpoint = Checkpoint(
+        status=_MANUAL_STATUS[report.kind],
+        raw_status=f"manual:{report.kind.value}",
+        occurred_at=at,
+        location=report.location,
+        description=report.note,
+    )
+    # Money first: a cash report that cannot be applied (wrong amount, a card order)
+    # must leave no event behind.
+    if report.kind is ManualEvent.cash_collected and not await _seen(session, shipment, key):
+        assert report.amount_fen is not None
+        order = await payments.record_cash_collected(
+            session, shipment.order_id, amount=report.amount_fen, now=now
+        )
+        for fulfilment_id in await orders.delivered_fulfilments(session, order.id):
+            await orders.request_recognition(session, fulfilment_id)
+    new = await _apply(
+        session,
+        shipment,
+        [(key, checkpoint)],
+        source=Source.manual,
+        kind=report.kind,
+        actor_id=actor.id,
+        now=now,
+    )
+    if new and report.kind is ManualEvent.refused:
+        await _refused(session, actor, shipment, reason=report.note or "parcel refused", now=now)
+    return await _view(session, shipment), bool(new)
+
+
+async def _seen(session: AsyncSession, shipment: Shipment, key: str) -> bool:
+    return bool(
+        await session.scalar(
+            select(
+                exists().where(
+                    ShipmentEvent.shipment_id == shipment.id, ShipmentEvent.dedupe_key == key
+                )
+            )
+        )
+    )
+
+
+async def _refused(
+    session: AsyncSession, actor: User, shipment: Shipment, *, reason: str, now: datetime
+) -> None:
+    order = await orders.lock_order(session, shipment.order_id)
+    if (
+        order.payment_method is PaymentMethod.cod
+        and order.payment_status is PaymentStatus.unpaid
+        and order.status is not OrderStatus.cancelled
+    ):
+        await payments.record_cash_refused(
+            session, order.id, reason=reason, actor_id=actor.id, now=now
+        )
+    # A paid order's refused parcel comes back; its refund is the manager's decision.
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+async def _locked(session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
+    shipment = (
+        await session.scalars(
+            select(Shipment)
+            .where(Shipment.id == shipment_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
+    if shipment is None:
+        raise NotFound("No such shipment.")
+    return shipment
+
+
+async def _ensure_visible(session: AsyncSession, actor: User, shipment: Shipment) -> None:
+    """Buyers see their orders' parcels, managers their cooperative's, operators their site's."""
+    if actor.role is Role.admin:
+        return
+    if actor.role is Role.manager and actor.cooperative_id == shipment.cooperative_id:
+        return
+    if actor.role is Role.site_operator and (
+        shipment.pickup_site_id is not None and actor.site_id == shipment.pickup_site_id
+    ):
+        return
+    if actor.role is Role.buyer:
+        buyer_id = await session.scalar(select(Order.buyer_id).where(Order.id == shipment.order_id))
+        if buyer_id == actor.id:
+            return
+    raise NotFound("No such shipment.")
+
+
+async def _events(session: AsyncSession, shipment_ids: list[uuid.UUID]) -> list[ShipmentEvent]:
+    if not shipment_ids:
+        return []
+    return list(
+        (
+            await session.scalars(
+                select(ShipmentEvent)
+                .where(ShipmentEvent.shipment_id.in_(shipment_ids))
+                .order_by(ShipmentEvent.occurred_at, ShipmentEvent.id)
+            )
+        ).all()
+    )
+
+
+async def _view(session: AsyncSession, shipment: Shipment) -> ShipmentView:
+    await session.refresh(shipment)
+    return ShipmentView(shipment, await _events(session, [shipment.id]))
+
+
+async def get_for(session: AsyncSession, actor: User, shipment_id: uuid.UUID) -> ShipmentView:
+    shipment = await session.get(Shipment, shipment_id, populate_existing=True)
+    if shipment is None:
+        raise NotFound("No such shipment.")
+    await _ensure_visible(session, actor, shipment)
+    return ShipmentView(shipment, await _events(session, [shipment.id]))
+
+
+async def tracking_for(
+    session: AsyncSession, actor: User, order_id: uuid.UUID
+) -> tuple[Order, list[ShipmentView]]:
+    """An order's parcels, each with its timeline ordered by when things happened."""
+    shown = await orders.get_for(session, actor, order_id)
+    fulfilment_ids = [f.id for f in shown.fulfilments]
+    shipments = list(
+        (
+            await session.scalars(
+                select(Shipment)
+                .where(Shipment.order_id == order_id, Shipment.fulfilment_id.in_(fulfilment_ids))
+                .order_by(Shipment.created_at, Shipment.id)
+            )
+        ).all()
+    )
+    events = await _events(session, [s.id for s in shipments])
+    by_shipment: dict[uuid.UUID, list[ShipmentEvent]] = {}
+    for event in events:
+        by_shipment.setdefault(event.shipment_id, []).append(event)
+    return shown.order, [ShipmentView(s, by_shipment.get(s.id, [])) for s in shipments]
+
+
+def attention_reason(shipment: Shipment) -> str:
+    if shipment.status in (S.exception, S.failed_attempt, S.returned):
+        return shipment.status.value
+    return "no-news"
+
+
+async def needing_attention(
+    session: AsyncSession,
+    actor: User,
+    cooperative_id: uuid.UUID,
+    *,
+    stale_before: datetime,
+    limit: int,
+    cursor: str | None,
+) -> Page[Shipment]:
+    """Parcels in trouble (exception, failed attempt, returned on a live order) or silent."""
+    access.ensure_role(actor, Role.admin, Role.manager)
+    access.ensure_cooperative(actor, cooperative_id)
+    live_order = exists().where(
+        Order.id == Shipment.order_id, Order.status != OrderStatus.cancelled
+    )
+    last_news = Shipment.last_event_at.is_(None)
+    stmt = select(Shipment).where(
+        Shipment.cooperative_id == cooperative_id,
+        or_(
+            Shipment.status.in_([S.exception, S.failed_attempt]),
+            and_(Shipment.status == S.returned, live_order),
+            and_(
+                Shipment.status.in_(ACTIVE_STATUSES),
+                or_(
+                    and_(last_news, Shipment.created_at < stale_before),
+                    Shipment.last_event_at < stale_before,
+                ),
+            ),
+        ),
+    )
+    return await keyset_page(
+        session,
+        stmt,
+        order=[Shipment.created_at, Shipment.id],
+        kind="shipment-alerts",
+        cursor=cursor,
+        limit=limit,
+        descending=False,
+    )
+
+
+async def at_site(
+    session: AsyncSession,
+    actor: User,
+    site_id: uuid.UUID,
+    *,
+    status: TrackingStatus | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Shipment]:
+    """The parcels addressed to a village service site, for its operator."""
+    access.ensure_role(actor, Role.admin, Role.site_operator)
+    access.ensure_site(actor, site_id)
+    stmt = select(Shipment).where(Shipment.pickup_site_id == site_id)
+    if status is not None:
+        stmt = stmt.where(Shipment.status == status)
+    return await keyset_page(
+        session,
+        stmt,
+        order=[Shipment.created_at, Shipment.id],
+        kind="site-parcels",
+        cursor=cursor,
+        limit=limit,
+        descending=True,
+    )
