@@ -6,10 +6,12 @@ village level select realistic fractions; cooperatives carry valid unified
 social credit codes; product titles and descriptions are built from a
 vocabulary so that Chinese and English searches match a realistic share.
 Buyer accounts (one argon2 hash shared by all) and a set of listed products
-with stock that no run can exhaust serve the checkout and payment scenarios.
+with stock that no run can exhaust serve the checkout and payment scenarios;
+shipped cash-on-delivery orders, each with one SF Express parcel registered with
+AfterShip, serve the tracking scenarios (made in SQL from the rows above).
 
     python -m bench.datagen --database-url URL [--products N] [--cooperatives N]
-                            [--buyers N] [--checkout-products N]
+                            [--buyers N] [--checkout-products N] [--shipments N]
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,7 @@ def at(hours_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat()
 
 
-async def push(client: Any, scans: list[tuple[str, str, str | None]], **kw: Any) -> Any:
+async def push(client: Any, scans: Sequence[tuple[str, str, str | None]], **kw: Any) -> Any:
     body, headers = aftership_push(
         AFTERSHIP_SECRET,
         carrier=kw.pop("carrier", "sf"),

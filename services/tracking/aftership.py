@@ -174,7 +174,7 @@ class AfterShip:
             message = _meta_message(response)
             logger.error(
                 "AfterShip refused a tracking request",
-                extra={"status": status, "message": message, "slug": slug},
+                extra={"status": status, "answer": message, "slug": slug},
             )
             raise ProviderUnavailable(f"AfterShip answered {status}: {message}")
 

@@ -241,7 +241,7 @@ def _raise_for_error(answer: Mapping[str, Any], code: str, number: str) -> None:
         raise TrackingNotFound(f"Kuaidi100 has nothing for {code} {number}: {message}")
     if return_code not in ("501", "502"):
         logger.error(
-            "Kuaidi100 refused a query", extra={"return_code": return_code, "message": message}
+            "Kuaidi100 refused a query", extra={"return_code": return_code, "answer": message}
         )
     raise ProviderUnavailable(f"Kuaidi100 answered {return_code}: {message}")
 

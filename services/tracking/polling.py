@@ -133,6 +133,7 @@ async def dispatch(session: AsyncSession, providers: Providers, *, now: datetime
                 dedupe_key=str(shipment_id),
             )
         pause.next_slot_at = slot + len(due) * spacing
+        await session.flush()
         # A lease: the job sets the real next time once it has asked.
         await session.execute(
             update(Shipment)
@@ -174,6 +175,7 @@ async def poll_one(
         until = now + exc.retry_after
         row = await _pause_row(session, shipment.provider)
         row.paused_until = max(until, row.paused_until or until)
+        await session.flush()
         await _set_next_poll(session, shipment_id, until)
         logger.info("tracking provider rate limited", extra={"provider": adapter.name})
         return "rate-limited"
@@ -199,6 +201,7 @@ async def poll_one(
     locked.next_poll_at = (
         None if locked.status in FINISHED or reported.finished else now + providers.policy.interval
     )
+    await session.flush()
     return "polled"
 
 

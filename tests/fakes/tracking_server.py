@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.applications import Starlette
@@ -206,7 +207,10 @@ class FakeTracking:
     # -- Kuaidi100 ---------------------------------------------------------------
 
     async def _kuaidi100_query(self, request: Request) -> Response:
-        form = {key: str(value) for key, value in (await request.form()).items()}
+        # Parsed by hand: Starlette's form parser needs python-multipart, which the
+        # project does not otherwise need.
+        fields = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        form = {key: values[-1] for key, values in fields.items()}
         record = self._record(KUAIDI100_QUERY, form, form.get("customer"))
         fault = await self._fault(record)
         if fault is not None:
