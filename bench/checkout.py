@@ -153,7 +153,8 @@ async def load_shoppers(url: str, jwt_secret: str, products: int) -> Shoppers:
                     "province": "虚构省",
                     "city": "虚构省示范市",
                     "county": place["county"],
-                    "street": f"{place['township']}{place['village']}村 {index % 9 + 1} 组 "
+                    # Village names end in 村 already.
+                    "street": f"{place['township']}{place['village']} {index % 9 + 1} 组 "
                     f"{index % 97 + 1} 号",
                     "region_code": place["code"].strip(),
                 },

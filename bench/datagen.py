@@ -32,6 +32,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from stdnum.cn import uscc
 
+from app.settings import Settings
 from bench.db import connect
 
 PROVINCE = "98"
@@ -49,6 +50,15 @@ CHECKOUT_STOCK = 1_000_000_000
 # chosen as if only 75% were, so that enough candidates are listed at any scale.
 CHECKOUT_LISTED_SHARE = 0.75
 BUYER_PASSWORD = "bench-buyer-password"  # noqa: S105 (fictional accounts of a throwaway database)
+# Tracking numbers of the generated parcels: "SF" + 13 digits, the current SF waybill
+# shape, "98" (the fictional province) then a serial, so they are unique and fictional.
+SHIPMENT_NUMBER_PREFIX = "SF98"
+# The generated orders were placed over one day that ended two days before the run,
+# and shipped two hours after: every scan the tracking scenarios report (at most a
+# day and a half after shipping) lies in the past.
+SHIPMENTS_PLACED_FROM = timedelta(days=3)
+SHIPMENTS_PLACED_OVER = timedelta(days=1)
+SHIPPED_AFTER = timedelta(hours=2)
 
 # The alphabet of the organisation-code part of a credit code (no I, O, S, V, Z).
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -184,6 +194,7 @@ class Summary:
     counties: list[str] = field(default_factory=list)
     buyers: int = 0
     checkout_products: int = 0
+    shipments: int = 0
     seconds: float = 0.0
 
 
@@ -464,12 +475,19 @@ async def generate(
     jobs: int = 2,
     buyers_count: int = 2_000,
     checkout_products: int = 1_000,
+    shipments_count: int = 0,
 ) -> Summary:
-    """Fill a migrated, empty database; the same seed gives the same data, whatever `jobs`."""
+    """Fill a migrated, empty database; the same seed gives the same data, whatever `jobs`.
+
+    Shipments are the exception: their ids are drawn by PostgreSQL (what they point
+    at, their numbers and times are the same for the same seed).
+    """
     if products_count < 1 or cooperatives_count < 1 or jobs < 1:
         raise ValueError("at least one product, one cooperative and one job")
-    if buyers_count < 0 or checkout_products < 0:
-        raise ValueError("buyer and checkout product counts cannot be negative")
+    if buyers_count < 0 or checkout_products < 0 or shipments_count < 0:
+        raise ValueError("buyer, checkout product and shipment counts cannot be negative")
+    if shipments_count and not buyers_count:
+        raise ValueError("shipments need buyers to have ordered them")
     started = time.perf_counter()
     rng = random.Random(seed)
     now = datetime.now(UTC)
@@ -522,8 +540,12 @@ async def generate(
     conn = await connect(url)
     try:
         stocked = len(await checkout_product_ids(conn, checkout_products))
+        shipped = await shipments(conn, shipments_count, now)
         # Fresh statistics, so the planner sees the data the benchmark queries.
-        await conn.execute("ANALYZE regions, cooperatives, products, users")
+        await conn.execute(
+            "ANALYZE regions, cooperatives, products, users, orders, fulfilments, order_lines, "
+            "payments, order_events, shipments"
+        )
     finally:
         await conn.close()
     return Summary(
@@ -533,8 +555,152 @@ async def generate(
         counties=sorted({c.county for c in coops}),
         buyers=len(user_rows),
         checkout_products=stocked,
+        shipments=shipped,
         seconds=time.perf_counter() - started,
     )
+
+
+# One cash-on-delivery order per parcel, made as checkout and shipping make it:
+# the order (shipped, unpaid), its one fulfilment (shipped), one line of a listed
+# product of the fulfilment's cooperative (fee at the app's default rates), the
+# cash payment awaiting collection, the order's history (checkout, then "parcel
+# shipped") and the parcel, registered with AfterShip, pending, not polled (the
+# bench gives the server no AfterShip API key). Products, buyers and villages are
+# the generated ones, taken in turn in a stable order; ids are random (uuid4).
+_PARCELS = """
+CREATE TEMP TABLE bench_parcels ON COMMIT DROP AS
+WITH listed AS (
+    SELECT array_agg(id ORDER BY id) AS ids FROM products
+    WHERE status = 'active' AND cooperative_active
+), buyers AS (
+    SELECT array_agg(id ORDER BY email) AS ids FROM users WHERE role = 'buyer' AND is_active
+), villages AS (
+    SELECT array_agg(code ORDER BY code) AS codes FROM regions WHERE level = 'village'
+), picked AS (
+    SELECT n,
+           listed.ids[1 + (n - 1) % cardinality(listed.ids)] AS product_id,
+           buyers.ids[1 + (n - 1) % cardinality(buyers.ids)] AS buyer_id,
+           villages.codes[1 + (n - 1) % cardinality(villages.codes)] AS village_code,
+           $2::timestamptz + (n - 1) * ($3::interval / $1::int) AS placed_at,
+           1 + n % 2 AS quantity
+    FROM generate_series(1, $1::int) AS n, listed, buyers, villages
+), priced AS (
+    SELECT picked.*, p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen, p.currency,
+           p.price_fen * picked.quantity AS gross_fen,
+           coalesce(p.certificate_number <> ''
+                    AND p.certificate_valid_until >= picked.placed_at::date, false) AS certified
+    FROM picked JOIN products p ON p.id = picked.product_id
+)
+SELECT priced.*,
+       priced.placed_at + $4::interval AS shipped_at,
+       CASE WHEN priced.certified THEN $6::int ELSE $5::int END AS fee_bp,
+       priced.gross_fen * CASE WHEN priced.certified THEN $6::int ELSE $5::int END / 10000
+           AS fee_fen,
+       gen_random_uuid() AS order_id,
+       gen_random_uuid() AS fulfilment_id,
+       gen_random_uuid() AS line_id,
+       gen_random_uuid() AS payment_id,
+       gen_random_uuid() AS shipment_id,
+       $7::text || lpad(priced.n::text, 11, '0') AS tracking_number,
+       jsonb_build_object(
+           'recipient', u.display_name,
+           'phone', u.phone,
+           'province', '虚构省',
+           'city', '虚构省示范市',
+           'county', c.name,
+           'street', t.name || v.name || ' ' || (priced.n % 9 + 1) || ' 组 '
+               || (priced.n % 97 + 1) || ' 号',
+           'region_code', v.code,
+           'postal_code', NULL
+       ) AS address
+FROM priced
+JOIN users u ON u.id = priced.buyer_id
+JOIN regions v ON v.code = priced.village_code
+JOIN regions t ON t.code = v.parent_code
+JOIN regions c ON c.code = t.parent_code
+"""
+_PARCEL_ROWS = (
+    """
+    INSERT INTO orders (id, buyer_id, status, payment_method, payment_status, currency,
+                        items_fen, fee_fen, total_fen, paid_fen, refunded_fen, delivery_type,
+                        delivery_address, settlement_hold, created_at, updated_at)
+    SELECT order_id, buyer_id, 'shipped', 'cod', 'unpaid', currency, gross_fen, fee_fen,
+           gross_fen, 0, 0, 'home', address, false, placed_at, shipped_at
+    FROM bench_parcels ORDER BY n
+    """,
+    """
+    INSERT INTO fulfilments (id, order_id, cooperative_id, county_code, status, items_fen,
+                             created_at, updated_at)
+    SELECT fulfilment_id, order_id, cooperative_id, county_code, 'shipped', gross_fen,
+           placed_at, shipped_at
+    FROM bench_parcels ORDER BY n
+    """,
+    """
+    INSERT INTO order_lines (id, order_id, fulfilment_id, position, product_id, cooperative_id,
+                             county_code, title, unit, unit_price_fen, quantity, gross_fen,
+                             certified, fee_bp, fee_fen, share_set_id, shares, shares_at,
+                             refunded_quantity, refunded_fen)
+    SELECT line_id, order_id, fulfilment_id, 0, product_id, cooperative_id, county_code, title,
+           unit, price_fen, quantity, gross_fen, certified, fee_bp, fee_fen, NULL, '[]'::jsonb,
+           placed_at, 0, 0
+    FROM bench_parcels ORDER BY n
+    """,
+    """
+    INSERT INTO payments (id, order_id, provider, state, amount_fen, currency, failures,
+                          created_at, updated_at)
+    SELECT payment_id, order_id, 'cash', 'pending', gross_fen, currency, 0, placed_at, placed_at
+    FROM bench_parcels ORDER BY n
+    """,
+    """
+    INSERT INTO order_events (order_id, from_status, to_status, reason, actor_id, at)
+    SELECT order_id, NULL, 'confirmed', 'checkout', buyer_id, placed_at
+    FROM bench_parcels
+    UNION ALL
+    SELECT order_id, 'confirmed', 'shipped', 'parcel shipped', NULL, shipped_at
+    FROM bench_parcels
+    """,
+    """
+    INSERT INTO shipments (id, fulfilment_id, order_id, cooperative_id, county_code, carrier,
+                           tracking_number, provider, status, poll_failures, created_at,
+                           updated_at)
+    SELECT shipment_id, fulfilment_id, order_id, cooperative_id, county_code, 'sf',
+           tracking_number, 'aftership', 'pending', 0, shipped_at, shipped_at
+    FROM bench_parcels ORDER BY n
+    """,
+)
+
+
+async def shipments(conn: asyncpg.Connection, count: int, now: datetime) -> int:
+    """`count` shipped cash-on-delivery orders with one pending SF parcel each; answers how many.
+
+    Needs the products, buyers and regions loaded first. The stock the orders
+    bought is not taken from the products: their sale is long past, and the
+    catalogue stays what the other scenarios measure.
+    """
+    if count <= 0:
+        return 0
+    if count >= 10**11:
+        raise ValueError("at most 99,999,999,999 shipments (11 digits of tracking serial)")
+    fields = Settings.model_fields
+    async with conn.transaction():
+        await conn.execute(
+            _PARCELS,
+            count,
+            now - SHIPMENTS_PLACED_FROM,
+            SHIPMENTS_PLACED_OVER,
+            SHIPPED_AFTER,
+            int(fields["platform_fee_bp"].default),
+            int(fields["platform_fee_bp_certified"].default),
+            SHIPMENT_NUMBER_PREFIX,
+        )
+        made = int(await conn.fetchval("SELECT count(*) FROM bench_parcels"))
+        if made != count:
+            raise RuntimeError(
+                f"{made} of {count} shipments: no listed product, no buyer or no village to use"
+            )
+        for statement in _PARCEL_ROWS:
+            await conn.execute(statement)
+    return made
 
 
 async def checkout_product_ids(conn: asyncpg.Connection, count: int) -> list[uuid.UUID]:
@@ -562,6 +728,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checkout-products", type=int, default=1_000, help="listed products stocked for checkout"
     )
+    parser.add_argument(
+        "--shipments", type=int, default=0, help="shipped orders with a parcel to track"
+    )
     args = parser.parse_args(argv)
     summary = asyncio.run(
         generate(
@@ -572,12 +741,13 @@ def main(argv: list[str] | None = None) -> None:
             jobs=args.jobs,
             buyers_count=args.buyers,
             checkout_products=args.checkout_products,
+            shipments_count=args.shipments,
         )
     )
     print(
         f"{summary.regions} regions, {summary.cooperatives} cooperatives, "
         f"{summary.products} products ({summary.checkout_products} stocked for checkout), "
-        f"{summary.buyers} buyers in {summary.seconds:.1f} s"
+        f"{summary.buyers} buyers, {summary.shipments} shipments in {summary.seconds:.1f} s"
     )
 
 

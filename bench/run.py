@@ -2,14 +2,16 @@
 
     python -m bench.run [--products N] [--cooperatives N] [--duration S]
                         [--clients 16,64] [--order-clients 32] [--workers 2]
-                        [--only catalogue,orders,webhooks] [--output bench/results/latest.json]
+                        [--only catalogue,orders,webhooks,tracking]
+                        [--output bench/results/latest.json]
 
 Starts an embedded PostgreSQL in a temporary folder (or uses --database-url),
-creates and migrates a fresh database, loads the fictional catalogue and buyers,
-starts a fake Stripe in this process and the real server against it, measures
-the catalogue scenarios at every client count, then checkout and webhooks at
-every order client count, EXPLAINs the SQL of each catalogue scenario, takes the
-pgbench baseline on the same PostgreSQL, then stops everything.
+creates and migrates a fresh database, loads the fictional catalogue, buyers and
+shipped parcels, starts a fake Stripe in this process and the real server
+against it, measures the catalogue scenarios at every client count, then
+checkout, Stripe webhooks and tracking webhooks at every order client count,
+EXPLAINs the SQL of each catalogue scenario, takes the pgbench baseline on the
+same PostgreSQL, then stops everything.
 `python -m bench.report` turns the JSON into BENCHMARKS.md.
 """
 
@@ -32,7 +34,7 @@ from typing import Any
 import httpx
 
 from app.settings import Settings
-from bench import checkout, datagen, load, machine, pgbench, plans, scenarios
+from bench import checkout, datagen, load, machine, pgbench, plans, scenarios, tracking
 from bench.db import create_database, drop_database, server_facts, sessions_opened, target_of
 from bench.server import running_server
 from services.db import async_url, create_engine
@@ -42,6 +44,9 @@ from tests.fakes.stripe_server import FakeStripe, serve_fake_stripe
 DATABASE = "marketplace_bench"
 PGBENCH_DATABASE = "bench_pgbench"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
+GROUPS = (*checkout.GROUPS, *tracking.GROUPS)
+# The groups measured at the order client counts, beside pgbench's TPC-B-like script.
+WRITE_GROUPS = {"orders", "webhooks", "tracking"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,12 +64,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--order-clients",
         default="32",
-        help="checkout and webhooks: comma-separated client counts (concurrent buyers, senders)",
+        help="checkout and webhooks (Stripe, tracking): comma-separated client counts "
+        "(concurrent buyers, senders)",
     )
     parser.add_argument(
         "--only",
-        default=",".join(checkout.GROUPS),
-        help="comma-separated scenario groups: catalogue, orders, webhooks (default: all)",
+        default=",".join(GROUPS),
+        help="comma-separated scenario groups: catalogue, orders, webhooks, tracking "
+        "(default: all)",
     )
     parser.add_argument("--buyers", type=int, default=2_000, help="buyer accounts to generate")
     parser.add_argument(
@@ -78,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="events per measured webhook run (default: the warm-up's rate x duration x 1.25)",
+    )
+    parser.add_argument(
+        "--shipments",
+        type=int,
+        default=20_000,
+        help="shipped cash-on-delivery orders with a parcel for the tracking pushes",
     )
     parser.add_argument(
         "--no-worker",
@@ -135,12 +148,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.client_counts = _counts(parser, "--clients", args.clients)
     args.order_client_counts = _counts(parser, "--order-clients", args.order_clients)
     args.groups = {part.strip() for part in args.only.split(",") if part.strip()}
-    if not args.groups or not args.groups <= set(checkout.GROUPS):
-        parser.error(f"--only takes a comma-separated subset of {', '.join(checkout.GROUPS)}")
+    if not args.groups or not args.groups <= set(GROUPS):
+        parser.error(f"--only takes a comma-separated subset of {', '.join(GROUPS)}")
     if args.groups & {"orders", "webhooks"} and (args.buyers < 1 or args.checkout_products < 1):
         parser.error("the orders and webhooks groups need --buyers and --checkout-products >= 1")
     if args.webhook_events < 0:
         parser.error("--webhook-events cannot be negative")
+    if args.shipments < 0 or (args.shipments and args.buyers < 1):
+        parser.error("--shipments cannot be negative, and shipments need --buyers >= 1")
+    if "tracking" in args.groups and args.shipments < 1:
+        parser.error("the tracking group needs --shipments >= 1")
     if not 0 < args.duration <= load.MAX_DURATION_S:
         parser.error(f"--duration must be in (0, {load.MAX_DURATION_S:.0f}]")
     if args.workers < 1:
@@ -160,7 +177,7 @@ def _counts(parser: argparse.ArgumentParser, option: str, text: str) -> list[int
 
 
 def server_settings(args: argparse.Namespace) -> dict[str, str]:
-    """The server's settings that a flag changes (Stripe's are added apart, per run)."""
+    """The server's settings that a flag changes (Stripe's and AfterShip's are added apart)."""
     settings = {}
     if args.db_pool_size is not None:
         settings["MARKETPLACE_DB_POOL_SIZE"] = str(args.db_pool_size)
@@ -215,6 +232,7 @@ async def prepare(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
         jobs=machine.describe()["usable_cores"],
         buyers_count=args.buyers,
         checkout_products=args.checkout_products,
+        shipments_count=args.shipments,
     )
     return {
         "url": url,
@@ -226,6 +244,7 @@ async def prepare(args: argparse.Namespace, server_url: str) -> dict[str, Any]:
             "counties": len(summary.counties),
             "buyers": summary.buyers,
             "checkout_products": summary.checkout_products,
+            "shipments": summary.shipments,
             "load_s": round(summary.seconds, 1),
         },
     }
@@ -327,12 +346,39 @@ async def measure_orders(
     return results, check
 
 
+async def measure_tracking(
+    args: argparse.Namespace, url: str, base_url: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The tracking group, then what the database holds afterwards."""
+    parcels = await tracking.load_parcels(url, args.seed)
+    runner = tracking.Tracking(
+        url,
+        base_url,
+        tracking.PushPlan(base_url, parcels),
+        checkout.LoadSettings(
+            clients=args.order_client_counts,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            max_requests=args.max_requests,
+            engine=args.engine,
+            webhook_events=args.webhook_events,
+            seed=args.seed,
+        ),
+        say=lambda line: print(line, flush=True),
+    )
+    results = await runner.measure()
+    check = await runner.database_check()
+    if not check["consistent"]:
+        print(f"  warning: the database does not hold what the tracking pushes did: {check}")
+    return results, check
+
+
 def pgbench_plan(args: argparse.Namespace) -> list[tuple[str, int]]:
-    """(mode, clients) to run: every mode for the catalogue, TPC-B-like for checkout."""
+    """(mode, clients) to run: every mode for the catalogue, TPC-B-like for the writes."""
     runs: set[tuple[str, int]] = set()
     if "catalogue" in args.groups:
         runs |= {(mode, clients) for mode in pgbench.MODES for clients in args.client_counts}
-    if args.groups & {"orders", "webhooks"}:
+    if args.groups & WRITE_GROUPS:
         runs |= {("tpcb-like", clients) for clients in args.order_client_counts}
     modes = list(pgbench.MODES)
     return sorted(runs, key=lambda run: (modes.index(run[0]), run[1]))
@@ -375,8 +421,9 @@ def attach_ratios(
 ) -> None:
     """Each API figure over the same figure of pgbench's `mode` at the same client count.
 
-    The catalogue (reads) is set beside `-S`, checkout and webhooks (writes in a
-    few statements per transaction) beside the TPC-B-like script.
+    The catalogue (reads) is set beside `-S`, checkout and the webhooks, Stripe's
+    and tracking's (writes in a few statements per transaction), beside the
+    TPC-B-like script.
     """
     same_mode = {r["clients"]: r for r in runs if r["mode"] == mode}
     for scenario in results:
@@ -415,15 +462,18 @@ def main(argv: list[str] | None = None) -> None:
             "duration_s": args.duration,
             "clients": args.client_counts,
             "order_clients": args.order_client_counts,
-            "groups": [group for group in checkout.GROUPS if group in args.groups],
+            "groups": [group for group in GROUPS if group in args.groups],
             "workers": args.workers,
             "server_settings": server_settings(args),
             "db_pool": effective_pool(args),
             "worker_in_process": not args.no_worker,
             "stripe": "fake (tests.fakes.stripe_server), served from a thread of the bench process",
+            "aftership": "webhook secret only (no API key: nothing is polled); pushes built by "
+            "tests.fakes.tracking_pushes",
             "buyers": args.buyers,
             "checkout_products": args.checkout_products,
             "webhook_events": args.webhook_events,
+            "shipments": args.shipments,
             "warmup_s": args.warmup,
             "engine": args.engine,
             "max_requests": args.max_requests,
@@ -447,7 +497,8 @@ def main(argv: list[str] | None = None) -> None:
             report["dataset"] = prepared["dataset"] | {"migrate_s": prepared["migrate_s"]}
             print(
                 f"data: {args.products} products, {args.cooperatives} cooperatives, "
-                f"{prepared['dataset']['buyers']} buyers in {prepared['dataset']['load_s']} s",
+                f"{prepared['dataset']['buyers']} buyers, {prepared['dataset']['shipments']} "
+                f"shipments in {prepared['dataset']['load_s']} s",
                 flush=True,
             )
             catalogue = "catalogue" in args.groups
@@ -462,15 +513,19 @@ def main(argv: list[str] | None = None) -> None:
                     chosen = [s for s in chosen if s.name in wanted]
             report["scenarios"] = []
             report["orders"] = []
-            # Every group runs against the same server configuration, Stripe included,
-            # so that a group repeated alone (--only) meets the server it met before.
+            report["tracking"] = []
+            # Every group runs against the same server configuration, Stripe and
+            # AfterShip included, so that a group repeated alone (--only) meets the
+            # server it met before.
             with (
                 serve_fake_stripe(checkout.fake_stripe()) as fake,
                 running_server(
                     url,
                     folder,
                     workers=args.workers,
-                    settings=server_settings(args) | checkout.stripe_settings(fake.url),
+                    settings=server_settings(args)
+                    | checkout.stripe_settings(fake.url)
+                    | tracking.aftership_settings(),
                 ) as server,
             ):
                 print(
@@ -484,6 +539,10 @@ def main(argv: list[str] | None = None) -> None:
                         measure_orders(args, url, server.base_url, server.jwt_secret, fake.state)
                     )
                     report["stripe_fake_calls"] = dict(fake.state.calls)
+                if "tracking" in args.groups:
+                    report["tracking"], report["tracking_database"] = asyncio.run(
+                        measure_tracking(args, url, server.base_url)
+                    )
             # Errors are counted by kind; the server's own words about them are here.
             report["server_log_tail"] = server.log_tail()
             report["plans"] = []
@@ -497,6 +556,7 @@ def main(argv: list[str] | None = None) -> None:
             report["pgbench"] = baseline(args, server_url, facts["version_num"])
             attach_ratios(report["scenarios"], report["pgbench"]["runs"])
             attach_ratios(report["orders"], report["pgbench"]["runs"], mode="tpcb-like")
+            attach_ratios(report["tracking"], report["pgbench"]["runs"], mode="tpcb-like")
         finally:
             asyncio.run(drop_database(server_url, DATABASE))
     report["machine"]["load_average_end"] = machine.describe()["load_average"]
