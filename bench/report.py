@@ -12,12 +12,14 @@ from typing import Any
 
 from bench.checkout import ORDER_TARGET_PER_S, WEBHOOK_TARGET_PER_S
 from bench.run import DEFAULT_OUTPUT
+from bench.tracking import TRACKING_PATH, TRACKING_TARGET_PER_S
 
 # The issue's targets, for the listing scenarios at 16 clients.
 TARGET_RPS = 1_500
 TARGET_P99_MS = 50.0
 TARGET_CLIENTS = 16
-# The checkout issue's: 32 concurrent buyers (and 32 webhook senders).
+# The checkout issue's: 32 concurrent buyers (and 32 webhook senders); the tracking
+# issue's: 32 concurrent senders.
 ORDER_TARGET_CLIENTS = 32
 
 
@@ -49,7 +51,7 @@ def terminal_table(report: dict[str, Any]) -> str:
             f" {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
             f" {_ratio(base.get('rps_ratio')):>9} {_ratio(base.get('p99_ratio')):>9}"
         )
-    orders = report.get("orders", [])
+    orders = report.get("orders", []) + report.get("tracking", [])
     if orders:
         lines.append(
             f"{'checkout, webhooks':<24} {'clients':>7} {'per s':>9} {'p50 ms':>8} {'p95 ms':>8}"
@@ -60,7 +62,7 @@ def terminal_table(report: dict[str, Any]) -> str:
             base = r.get("baseline", {})
             target = scenario.get("target_per_s")
             lines.append(
-                f"{scenario['name']:<24} {r['clients']:>7} {r['requests_per_s']:>9.1f}"
+                f"{scenario['name']:<27} {r['clients']:>4} {r['requests_per_s']:>9.1f}"
                 f" {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
                 f" {_ratio(base.get('rps_ratio')):>9} {target or '–':>9}"
             )
@@ -138,6 +140,19 @@ def _setup(report: dict[str, Any]) -> list[str]:
         if report.get("orders")
         else worker_line
     )
+    tracking = (
+        [
+            f"- **Tracking**: {', '.join(str(n) for n in c['order_clients'])} concurrent "
+            f"senders; {d.get('shipments', c.get('shipments', '?')):,} generated parcels "
+            "(cash-on-delivery orders shipped by SF Express, registered with AfterShip, pending); "
+            "the server has an AfterShip webhook secret and no API key, so nothing is polled; "
+            "pushes are built by the test suite's `tests.fakes.tracking_pushes.aftership_push` "
+            "before each run (outside the measured time) and signed with the run's secret; a "
+            "figure counts only 200 answers with AfterShip's acknowledgement"
+        ]
+        if report.get("tracking")
+        else []
+    )
     return [
         f"- **Command**: `{report['command']}` (took {report.get('elapsed_s', '?')} s)",
         f"- **Data**: {d.get('products', c['products']):,} products over "
@@ -152,9 +167,11 @@ def _setup(report: dict[str, Any]) -> list[str]:
         f"the answer arrives); requests/s counts 200 answers; latency percentiles are nearest-rank "
         "over the counted answers",
         *orders,
+        *tracking,
         f"- **Baseline**: pgbench scale {c['pgbench_scale']}, {c['pgbench_duration_s']} s per "
         f"mode and client count, same PostgreSQL, same run; ratios are API figure ÷ the same "
-        f"figure of `pgbench -S` (catalogue) or of the TPC-B-like script (checkout, webhooks) "
+        f"figure of `pgbench -S` (catalogue) or of the TPC-B-like script (checkout, webhooks, "
+        f"tracking) "
         f"at the same client count",
     ]
 
@@ -180,15 +197,9 @@ def _scenario_table(report: dict[str, Any]) -> list[str]:
     return out
 
 
-def _orders_table(report: dict[str, Any]) -> list[str]:
-    scenarios = report.get("orders", [])
-    if not scenarios:
-        return ["(not measured in this run)"]
+def _write_rows(scenarios: list[dict[str, Any]]) -> list[str]:
+    """The table of write scenarios (checkout, webhooks, tracking), what each sends, errors."""
     out = [
-        "Throughput and latency of `POST /v1/checkout` and `POST /v1/webhooks/stripe`, each set "
-        "beside pgbench's TPC-B-like script (a transaction of five statements that updates "
-        "three rows and inserts one) at the same client count.",
-        "",
         "| scenario | clients | per second | target | met? | p50 ms | p95 ms | p99 ms | errors "
         "| ÷ tpcb-like tps | p50 ÷ tpcb-like p50 | p95 ÷ tpcb-like p95 | p99 ÷ tpcb-like p99 "
         "| load-gen CPU (cores) | new DB sessions |",
@@ -228,6 +239,20 @@ def _orders_table(report: dict[str, Any]) -> list[str]:
     ]
     if statuses:
         out += ["", "Answers other than the expected one, by status: " + "; ".join(statuses)]
+    return out
+
+
+def _orders_table(report: dict[str, Any]) -> list[str]:
+    scenarios = report.get("orders", [])
+    if not scenarios:
+        return ["(not measured in this run)"]
+    out = [
+        "Throughput and latency of `POST /v1/checkout` and `POST /v1/webhooks/stripe`, each set "
+        "beside pgbench's TPC-B-like script (a transaction of five statements that updates "
+        "three rows and inserts one) at the same client count.",
+        "",
+        *_write_rows(scenarios),
+    ]
     check = report.get("orders_database")
     if check:
         verdict = (
@@ -243,6 +268,42 @@ def _orders_table(report: dict[str, Any]) -> list[str]:
             f"Stripe events by outcome: {events}; products with stock or reservations below "
             f"zero: {check['products_below_zero']}. Stripe orders placed, unmeasured, only to be "
             f"paid by the webhook scenarios: {check['orders_placed_to_pay']:,}.",
+        ]
+    return out
+
+
+def _tracking_table(report: dict[str, Any]) -> list[str]:
+    scenarios = report.get("tracking", [])
+    if not scenarios:
+        return ["(not measured in this run)"]
+    out = [
+        f"Tracking events ingested through `POST {TRACKING_PATH}` (one event per push), set "
+        "beside pgbench's TPC-B-like script at the same client count.",
+        "",
+        *_write_rows(scenarios),
+    ]
+    check = report.get("tracking_database")
+    if check:
+        verdict = (
+            "holds exactly what the pushes report"
+            if check["consistent"]
+            else "**does not hold what the pushes report**"
+        )
+
+        def shown(counts: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+
+        out += [
+            "",
+            f"The database after the run {verdict}: {check['shipment_events']:,} shipment events "
+            f"for {check['distinct_pushes_accepted']:,} distinct pushes acknowledged (none lost, "
+            f"none doubled by {check['redeliveries_acknowledged']:,} redeliveries or by the "
+            f"earlier checkpoints each push repeats); {check['pushes_refused']:,} distinct pushes "
+            f"sent and not acknowledged; webhook inbox by outcome: "
+            f"{shown(check['tracking_pushes'])}; parcels by status: {shown(check['shipments'])}; "
+            f"their orders by status: {shown(check['orders'])}; recognition jobs queued by "
+            f"deliveries: {check['found']['recognition jobs']:,}. Pushes left unsent in the "
+            f"plan: {check['pushes_left']:,}.",
         ]
     return out
 
@@ -294,13 +355,15 @@ def _targets(report: dict[str, Any]) -> list[str]:
         f"Issue targets at {ORDER_TARGET_CLIENTS} concurrent buyers over 1,000 products: at "
         f"least {ORDER_TARGET_PER_S:,} orders/s through `POST /v1/checkout` (cash on delivery, "
         f"and Stripe with the local fake), and {WEBHOOK_TARGET_PER_S:,} webhook events applied "
-        "per second; both beside `pgbench` (TPC-B-like) of the same run.",
+        f"per second; at {ORDER_TARGET_CLIENTS} concurrent senders, at least "
+        f"{TRACKING_TARGET_PER_S:,} tracking events ingested per second through "
+        f"`POST {TRACKING_PATH}`; each beside `pgbench` (TPC-B-like) of the same run.",
         "",
         "| scenario | per second | target | met? | ÷ tpcb-like tps |",
         "|---|--:|--:|:-:|--:|",
     ]
     found = False
-    for scenario in report.get("orders", []):
+    for scenario in report.get("orders", []) + report.get("tracking", []):
         target = scenario.get("target_per_s")
         for r in scenario["results"]:
             if r["clients"] != ORDER_TARGET_CLIENTS or target is None:
@@ -312,7 +375,9 @@ def _targets(report: dict[str, Any]) -> list[str]:
                 f"| {_ratio(r.get('baseline', {}).get('rps_ratio'))} |"
             )
     if not found:
-        out.append(f"| (no checkout or webhook run at {ORDER_TARGET_CLIENTS} clients) | | | | |")
+        out.append(
+            f"| (no checkout, webhook or tracking run at {ORDER_TARGET_CLIENTS} clients) | | | | |"
+        )
     return out
 
 
@@ -384,9 +449,9 @@ def markdown(report: dict[str, Any], source: str, note: str | None = None) -> st
     lines = [
         "# Benchmarks",
         "",
-        "Catalogue, checkout and payment throughput and latency against a live server, beside "
-        "the PostgreSQL baseline (pgbench) taken in the same run on the same PostgreSQL. "
-        "Generated by "
+        "Catalogue, checkout, payment and parcel tracking throughput and latency against a live "
+        "server, beside the PostgreSQL baseline (pgbench) taken in the same run on the same "
+        "PostgreSQL. Generated by "
         f"`python -m bench.report {source}` from the JSON `python -m bench.run` wrote; do not "
         "edit by hand. Scenarios and options: `bench/README.md`.",
         "",
@@ -403,6 +468,10 @@ def markdown(report: dict[str, Any], source: str, note: str | None = None) -> st
         "## Checkout and payments over HTTP",
         "",
         *_orders_table(report),
+        "",
+        "## Parcel tracking over HTTP",
+        "",
+        *_tracking_table(report),
         "",
         "## PostgreSQL baseline (pgbench, same run, same server)",
         "",

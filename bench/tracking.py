@@ -72,7 +72,8 @@ class Parcel:
 
     def scan(self, index: int) -> tuple[str, str, str | None]:
         """The `index`-th checkpoint: (AfterShip subtag, time in Beijing, location)."""
-        at = (self.shipped_at + (index + 1) * SCAN_EVERY).astimezone(BEIJING).isoformat()
+        when = self.shipped_at.replace(microsecond=0) + (index + 1) * SCAN_EVERY
+        at = when.astimezone(BEIJING).isoformat()
         if index == self.scans - 1:
             return "Delivered_001", at, self.destination
         if index == self.scans - 2:

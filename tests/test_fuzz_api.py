@@ -53,6 +53,9 @@ def live_server(
         "MARKETPLACE_STRIPE_SECRET_KEY": "sk_test_fuzz",
         "MARKETPLACE_STRIPE_WEBHOOK_SECRET": "whsec_fuzz",
         "MARKETPLACE_STRIPE_API_BASE": fake_stripe.url,
+        # Tracking webhooks configured, so fuzzed pushes reach the signature check.
+        "MARKETPLACE_AFTERSHIP_WEBHOOK_SECRET": "aftership-fuzz",
+        "MARKETPLACE_KUAIDI100_SALT": "kuaidi100-fuzz",
     }
     subprocess.run(
         [
