@@ -145,8 +145,9 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
         return await _unavailable_handler(request, exc)
     state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
-    # 08 connection, 53 insufficient resources (too many clients), 57 shutdown: transient.
-    if state[:2] in ("08", "53", "57"):
+    # 08 connection, 40 serialization failure or deadlock, 53 insufficient resources
+    # (too many clients), 57 shutdown: transient, the same request may succeed again.
+    if state[:2] in ("08", "40", "53", "57"):
         return await _unavailable_handler(request, exc)
     if state.startswith("22"):
         logger.warning("database refused a value", extra={"sqlstate": state})

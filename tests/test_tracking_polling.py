@@ -238,3 +238,21 @@ def test_providers_follow_their_keys(settings: Settings) -> None:
     )
     assert bare.pollable() == []
     assert bare.first_poll(Source.aftership, datetime.now(UTC)) is None
+
+
+async def test_old_webhook_deliveries_are_forgotten(session) -> None:
+    from services.tracking.models import TrackingPush
+
+    old = datetime.now(UTC) - polling.KEEP_PUSHES - timedelta(hours=1)
+    session.add_all(
+        [
+            TrackingPush(
+                provider=Source.aftership, delivery_id="old", outcome="applied", received_at=old
+            ),
+            TrackingPush(provider=Source.aftership, delivery_id="new", outcome="applied"),
+        ]
+    )
+    await session.flush()
+    await polling.purge_pushes(session)
+    kept = (await session.scalars(select(TrackingPush.delivery_id))).all()
+    assert kept == ["new"]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,7 @@ from services.jobs.registry import registry
 from services.jobs.service import enqueue
 from services.jobs.worker import default_backoff
 from services.tracking import service
-from services.tracking.models import ACTIVE_STATUSES, ProviderPause, Shipment, Source
+from services.tracking.models import ACTIVE_STATUSES, ProviderPause, Shipment, Source, TrackingPush
 from services.tracking.vocabulary import (
     FINISHED,
     Provider,
@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 POLL_JOB = "tracking.poll"
 DISPATCH_EVERY = timedelta(seconds=30)
+# AfterShip retries a failed push for about three days; a month leaves a wide margin.
+KEEP_PUSHES = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,14 @@ async def dispatch_polls(session: AsyncSession) -> None:
     queued = await dispatch(session, current(), now=datetime.now(UTC))
     if queued:
         logger.info("tracking polls queued", extra={"polls": queued})
+
+
+@registry.periodic("tracking.purge_pushes", every=timedelta(hours=1))
+async def purge_pushes(session: AsyncSession) -> None:
+    """Forget webhook deliveries older than any provider's redelivery window."""
+    await session.execute(
+        delete(TrackingPush).where(TrackingPush.received_at < datetime.now(UTC) - KEEP_PUSHES)
+    )
 
 
 @registry.handler(POLL_JOB)

@@ -103,47 +103,71 @@ async def create_shipment(
     access.ensure_cooperative(actor, cooperative_id)
     code = carriers.get_carrier(carrier).code
     number = carriers.normalise_tracking_number(code, tracking_number)
-    existing = (
-        await session.scalars(
-            select(Shipment).where(Shipment.carrier == code, Shipment.tracking_number == number)
-        )
-    ).one_or_none()
-    if existing is not None:
-        if existing.fulfilment_id != fulfilment_id:
-            raise Conflict(
-                "This tracking number is registered for another parcel.",
-                field="tracking_number",
-                reason="tracking-number-taken",
-            )
-        return await _view(session, existing), False
     order = await orders.lock_order(session, order_id)
     fulfilment = await orders.fulfilment_of(session, order, fulfilment_id)
+    # Checked under the order's lock: a retry racing its first attempt finds its parcel.
+    existing = await _registered(session, code, number)
+    if existing is not None:
+        return await _same_parcel(session, existing, fulfilment_id), False
     if (
         order.payment_method is PaymentMethod.stripe
         and order.payment_status is PaymentStatus.unpaid
     ):
         raise Conflict("This order is not paid yet.", reason="order-not-paid")
     await orders.ship_fulfilment(session, order, fulfilment, actor_id=actor.id, now=now)
-    shipment = Shipment(
-        fulfilment_id=fulfilment.id,
-        order_id=order.id,
-        cooperative_id=fulfilment.cooperative_id,
-        county_code=fulfilment.county_code,
-        carrier=code,
-        tracking_number=number,
-        provider=provider,
-        status=S.pending,
-        pickup_site_id=(
-            order.pickup_site_id if order.delivery_type is DeliveryType.pickup else None
-        ),
-        next_poll_at=poll_from,
-        created_by=actor.id,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(shipment)
-    await session.flush()
+    shipment_id = (
+        await session.execute(
+            insert(Shipment)
+            .values(
+                id=uuid.uuid4(),
+                fulfilment_id=fulfilment.id,
+                order_id=order.id,
+                cooperative_id=fulfilment.cooperative_id,
+                county_code=fulfilment.county_code,
+                carrier=code,
+                tracking_number=number,
+                provider=provider,
+                status=S.pending,
+                pickup_site_id=(
+                    order.pickup_site_id if order.delivery_type is DeliveryType.pickup else None
+                ),
+                next_poll_at=poll_from,
+                created_by=actor.id,
+                created_at=now,
+                updated_at=now,
+            )
+            # Another fulfilment may take the number at the same moment: one wins.
+            .on_conflict_do_nothing(index_elements=[Shipment.carrier, Shipment.tracking_number])
+            .returning(Shipment.id)
+        )
+    ).scalar_one_or_none()
+    if shipment_id is None:
+        taken = await _registered(session, code, number)
+        assert taken is not None
+        return await _same_parcel(session, taken, fulfilment_id), False
+    shipment = await session.get(Shipment, shipment_id)
+    assert shipment is not None
     return ShipmentView(shipment, []), True
+
+
+async def _registered(session: AsyncSession, carrier: str, number: str) -> Shipment | None:
+    return (
+        await session.scalars(
+            select(Shipment).where(Shipment.carrier == carrier, Shipment.tracking_number == number)
+        )
+    ).one_or_none()
+
+
+async def _same_parcel(
+    session: AsyncSession, existing: Shipment, fulfilment_id: uuid.UUID
+) -> ShipmentView:
+    if existing.fulfilment_id != fulfilment_id:
+        raise Conflict(
+            "This tracking number is registered for another parcel.",
+            field="tracking_number",
+            reason="tracking-number-taken",
+        )
+    return await _view(session, existing)
 
 
 async def _fulfilment_order_id(
@@ -168,10 +192,6 @@ class Ingested:
     shipment_id: uuid.UUID | None = None
     new_events: int = 0
     status: TrackingStatus | None = None
-
-
-def _plain_number(number: str) -> str:
-    return "".join(number.split()).replace("-", "").upper()
 
 
 async def receive_update(
@@ -208,7 +228,8 @@ async def receive_update(
                 if shipment_id is not None
                 else and_(
                     Shipment.carrier == update.carrier,
-                    Shipment.tracking_number == _plain_number(update.tracking_number),
+                    Shipment.tracking_number
+                    == carriers.clean_tracking_number(update.tracking_number),
                 )
             )
             .with_for_update()
