@@ -7,6 +7,7 @@ from services.db import Base
 from services.households import models as households_models
 from services.idempotency import models as idempotency_models
 from services.jobs import models as jobs_models
+from services.ledger import models as ledger_models
 from services.orders import models as orders_models
 from services.payments import models as payments_models
 from services.regions import models as regions_models
@@ -22,6 +23,7 @@ __all__ = [
     "households_models",
     "idempotency_models",
     "jobs_models",
+    "ledger_models",
     "metadata",
     "orders_models",
     "payments_models",

@@ -67,6 +67,9 @@ class Cooperative(UUIDPrimaryKey, Timestamps, Base):
     )
     description: Mapped[str | None] = mapped_column(Text)
     contact_phone: Mapped[str | None] = mapped_column(String(32))
+    stripe_account_id: Mapped[str | None] = mapped_column(
+        String(255), comment="Stripe connected account (acct_...) that receives settlements."
+    )
 
 
 class Membership(Timestamps, Base):

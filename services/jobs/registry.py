@@ -96,6 +96,7 @@ def load_handlers() -> JobRegistry:
     """
     # Imported here, not at the top: those modules import `registry` from this one.
     import services.jobs.tasks
+    import services.ledger.jobs
     import services.payments.jobs
     import services.tracking.polling  # noqa: F401
 

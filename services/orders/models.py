@@ -126,6 +126,9 @@ class Fulfilment(UUIDPrimaryKey, Timestamps, Base):
         text_enum(FulfilmentStatus, "fulfilment_status")
     )
     items_fen: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[datetime | None] = mapped_column(
+        comment="When its last parcel arrived (by the carrier's or the site's clock)."
+    )
 
 
 class OrderLine(UUIDPrimaryKey, Base):

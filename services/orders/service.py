@@ -313,7 +313,12 @@ async def request_recognition(session: AsyncSession, fulfilment_id: uuid.UUID) -
 
 
 async def deliver_fulfilment(
-    session: AsyncSession, order: Order, fulfilment: Fulfilment, *, now: datetime
+    session: AsyncSession,
+    order: Order,
+    fulfilment: Fulfilment,
+    *,
+    delivered_at: datetime,
+    now: datetime,
 ) -> bool:
     """Every parcel of this fulfilment arrived: it is delivered, with its outbox record.
 
@@ -323,6 +328,7 @@ async def deliver_fulfilment(
     if fulfilment.status is not FulfilmentStatus.shipped:
         return False
     fulfilment.status = FulfilmentStatus.delivered
+    fulfilment.delivered_at = delivered_at
     fulfilment.updated_at = now
     await session.flush()
     await request_recognition(session, fulfilment.id)

@@ -20,7 +20,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services import money
+from services.db import utcnow
 from services.errors import Conflict, Invalid, NotFound
+from services.ledger import service as ledger
 from services.orders import service as orders
 from services.orders.models import Order, OrderLine, OrderStatus, PaymentMethod, PaymentStatus
 from services.payments.models import (
@@ -387,6 +389,8 @@ async def _new_refund(
     )
     session.add(refund)
     await session.flush()
+    # A refund after recognition takes its share back from each party, that day.
+    await ledger.resync_order(session, order.id, at=utcnow(), refund_id=refund.id)
     return refund
 
 
@@ -409,6 +413,8 @@ async def _settle_refund(session: AsyncSession, refund: Refund, state: RefundSta
         line.refunded_fen -= int(part["amount_fen"])
         line.refunded_quantity -= int(part["quantity"])
     await session.flush()
+    # The refund did not happen: what it took back from the ledger is given back.
+    await ledger.resync_order(session, order.id, at=utcnow(), refund_id=refund.id)
 
 
 def _ensure_may_refund(actor: User, order: Order, lines: list[OrderLine]) -> list[OrderLine]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -335,7 +335,14 @@ async def _deliver_if_complete(session: AsyncSession, shipment: Shipment, *, now
         )
     )
     if not waiting:
-        await orders.deliver_fulfilment(session, order, fulfilment, now=now)
+        last = await session.scalar(
+            select(func.max(Shipment.delivered_at)).where(
+                Shipment.fulfilment_id == shipment.fulfilment_id
+            )
+        )
+        await orders.deliver_fulfilment(
+            session, order, fulfilment, delivered_at=last or now, now=now
+        )
 
 
 # --- manual events -----------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Income attribution: the append-only ledger, self-dealing flags, settlements, the audit."""

@@ -1,0 +1,185 @@
+"""The attribution ledger, recognitions, flags with their rulings, and payouts.
+
+`ledger_entries` is append-only: the database itself refuses UPDATE, DELETE and
+TRUNCATE on it (a trigger, added by migration 0006). Corrections are new rows.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.db import Base, Timestamps, UUIDPrimaryKey, text_enum
+
+
+class EntryKind(enum.StrEnum):
+    recognition = "recognition"  # the line's share, when its fulfilment is delivered
+    adjustment = "adjustment"  # a refund (or a failed refund) after recognition
+
+
+class LedgerEntry(Base):
+    """One party's part of one order line: a household's, or the cooperative's (no household)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_line_id", "line_id"),
+        Index(
+            "ix_ledger_entries_household_id_year",
+            "household_id",
+            "year",
+            postgresql_where=text("household_id IS NOT NULL"),
+        ),
+        Index("ix_ledger_entries_cooperative_id_effective_at", "cooperative_id", "effective_at"),
+        Index("ix_ledger_entries_county_code_year", "county_code", "year"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    line_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("order_lines.id"))
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))
+    fulfilment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fulfilments.id"))
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id"))
+    cooperative_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cooperatives.id"))
+    county_code: Mapped[str] = mapped_column(CHAR(12))
+    buyer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    household_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("households.id"), comment="NULL: the cooperative's part of the line."
+    )
+    kind: Mapped[EntryKind] = mapped_column(text_enum(EntryKind, "ledger_entry_kind"))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    year: Mapped[int] = mapped_column(
+        SmallInteger, comment="Assessment year: the calendar year of effective_at in China."
+    )
+    effective_at: Mapped[datetime] = mapped_column(
+        comment="Delivery (cash: collection) for a recognition, the refund for an adjustment."
+    )
+    refund_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("refunds.id"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Recognition(Base):
+    """A fulfilment whose lines entered the ledger: at most once, by primary key."""
+
+    __tablename__ = "ledger_recognitions"
+
+    fulfilment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fulfilments.id"), primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"), index=True)
+    county_code: Mapped[str] = mapped_column(CHAR(12))
+    recognised_at: Mapped[datetime] = mapped_column(comment="Delivery, or cash collection.")
+    lines: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class FlagRule(enum.StrEnum):
+    supplier_household = "supplier_household"  # the buyer is (or shares with) a supplier
+    cooperative_insider = "cooperative_insider"  # a manager, member or contact of the seller
+    dominant_buyer = "dominant_buyer"  # one buyer gives most of a household's year
+    pre_assessment_spike = "pre_assessment_spike"  # a jump just before assessment
+
+
+class FlagStatus(enum.StrEnum):
+    open = "open"  # left out of assessment until an officer rules
+    counted = "counted"
+    excluded = "excluded"
+
+
+class AttributionFlag(UUIDPrimaryKey, Timestamps, Base):
+    __tablename__ = "attribution_flags"
+    __table_args__ = (
+        Index("ix_attribution_flags_county_code_status", "county_code", "status", "created_at"),
+    )
+
+    county_code: Mapped[str] = mapped_column(CHAR(12))
+    rule: Mapped[FlagRule] = mapped_column(text_enum(FlagRule, "flag_rule", length=30))
+    status: Mapped[FlagStatus] = mapped_column(
+        text_enum(FlagStatus, "flag_status"),
+        default=FlagStatus.open,
+        server_default=FlagStatus.open.value,
+    )
+    dedupe_key: Mapped[str] = mapped_column(
+        String(200), unique=True, comment="One flag per rule and subject."
+    )
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orders.id"))
+    buyer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    household_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("households.id"))
+    cooperative_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("cooperatives.id"))
+    year: Mapped[int | None] = mapped_column(SmallInteger)
+    detail: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, comment="What fired the rule (which field matched, the figures)."
+    )
+    ruled_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    ruled_at: Mapped[datetime | None]
+    ruling_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class FlagLine(Base):
+    """Which household's part of which line a flag holds back from assessment."""
+
+    __tablename__ = "attribution_flag_lines"
+    __table_args__ = (
+        Index("ix_attribution_flag_lines_line_id_household_id", "line_id", "household_id"),
+    )
+
+    flag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("attribution_flags.id"), primary_key=True)
+    line_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("order_lines.id"), primary_key=True)
+    household_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("households.id"), primary_key=True)
+
+
+class Ruling(Base):
+    """Append-only: every ruling on a flag, in order; the flag shows the latest."""
+
+    __tablename__ = "attribution_rulings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    flag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("attribution_flags.id"), index=True)
+    ruling: Mapped[FlagStatus] = mapped_column(text_enum(FlagStatus, "flag_status"))
+    reason: Mapped[str] = mapped_column(Text)
+    officer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class PayoutState(enum.StrEnum):
+    held = "held"  # a dispute holds the order's settlement
+    payable = "payable"  # no connected account: owed to the cooperative, paid by hand
+    pending = "pending"  # a Stripe transfer is being made
+    transferred = "transferred"
+    failed = "failed"
+
+
+class Payout(UUIDPrimaryKey, Timestamps, Base):
+    """What the platform owes a cooperative for one recognised fulfilment."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        Index("ix_payouts_cooperative_id_created_at", "cooperative_id", "created_at"),
+    )
+
+    fulfilment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("fulfilments.id"), unique=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))
+    cooperative_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cooperatives.id"))
+    county_code: Mapped[str] = mapped_column(CHAR(12))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    state: Mapped[PayoutState] = mapped_column(text_enum(PayoutState, "payout_state"))
+    destination: Mapped[str | None] = mapped_column(
+        String(255), comment="The Stripe connected account (acct_...), when there is one."
+    )
+    provider_transfer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
