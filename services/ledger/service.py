@@ -95,6 +95,15 @@ def target(line: OrderLine) -> dict[uuid.UUID | None, int]:
     return split(net_after(line.gross_fen, line.fee_fen, line.refunded_fen), shares_of(line))
 
 
+Parts = dict[uuid.UUID | None, int]
+
+
+def adjustments(want: Parts, have: Parts) -> Parts:
+    """The entries that bring what the ledger holds for a line to what it should hold."""
+    diff = {party: want.get(party, 0) - have.get(party, 0) for party in set(want) | set(have)}
+    return {party: amount for party, amount in diff.items() if amount}
+
+
 @dataclass(frozen=True, slots=True)
 class RecognisedLine:
     """A line as it entered the ledger: for the flag rules and the payouts that follow."""
@@ -360,11 +369,7 @@ async def resync_order(
     rows: list[dict[str, Any]] = []
     for fulfilment_id, fulfilment_lines in lines.items():
         for line in fulfilment_lines:
-            want = target(line)
-            have = held.get(line.id, {})
-            diff = {
-                party: want.get(party, 0) - have.get(party, 0) for party in set(want) | set(have)
-            }
+            diff = adjustments(target(line), held.get(line.id, {}))
             rows += _rows(
                 line,
                 order,

@@ -1,0 +1,253 @@
+"""The attribution ledger: exact splits, refunds before and after recognition, exactly once."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from services import money
+from services.ledger import service as ledger
+from services.ledger.models import EntryKind, LedgerEntry, Recognition
+from services.orders.models import OrderLine
+from services.users.models import Role
+from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
+from tests.orders_helpers import key
+
+# --- the arithmetic, over random lines and refund sequences --------------------------------------
+
+households = st.lists(st.uuids(), min_size=0, max_size=5, unique=True)
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> tuple[int, int, list[tuple[uuid.UUID, int]]]:
+    price = draw(st.integers(1, 500_000))
+    quantity = draw(st.integers(1, 50))
+    gross = price * quantity
+    fee = money.fee(gross, draw(st.integers(0, 3_000)))
+    ids = draw(households)
+    cuts = sorted(draw(st.lists(st.integers(0, 10_000), min_size=len(ids), max_size=len(ids))))
+    # Share sets total at most 10,000 basis points; the cooperative keeps the rest.
+    bps = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
+    return gross, fee, list(zip(ids, bps, strict=True))
+
+
+@st.composite
+def refund_sequences(draw: st.DrawFn, gross: int) -> list[int]:
+    """Partial refunds whose total never exceeds the gross, as the payments area allows."""
+    left, out = gross, []
+    for _ in range(draw(st.integers(0, 6))):
+        if left == 0:
+            break
+        amount = draw(st.integers(1, left))
+        out.append(amount)
+        left -= amount
+    return out
+
+
+@given(lines())
+def test_a_split_adds_up_to_the_net_and_gives_nobody_less_than_nothing(line) -> None:
+    gross, fee, shares = line
+    net = ledger.net_after(gross, fee, 0)
+    parts = ledger.split(net, shares)
+    assert sum(parts.values()) == net == gross - fee
+    assert all(amount > 0 for amount in parts.values())
+    # Each household's part is its exact share, rounded down or up by less than a fen.
+    for household_id, bp in shares:
+        assert abs(parts.get(household_id, 0) - net * bp / 10_000) < 1
+
+
+@given(lines(), st.randoms(use_true_random=False))
+def test_the_split_does_not_depend_on_the_order_of_the_shares(line, rnd) -> None:
+    gross, fee, shares = line
+    shuffled = list(shares)
+    rnd.shuffle(shuffled)
+    net = ledger.net_after(gross, fee, 0)
+    assert ledger.split(net, shares) == ledger.split(net, shuffled)
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_any_refund_sequence_keeps_every_sum_exact_whenever_recognition_comes(data) -> None:
+    """Simulates the ledger as the service writes it: recognition writes the target of the
+    line at that moment, each later refund writes `adjustments(target, holdings)`."""
+    gross, fee, shares = data.draw(lines())
+    refunds = data.draw(refund_sequences(gross))
+    recognised_after = data.draw(st.integers(0, len(refunds)))  # refunds before recognition
+    held: dict[uuid.UUID | None, int] = defaultdict(int)
+    refunded = 0
+
+    def target() -> dict[uuid.UUID | None, int]:
+        return ledger.split(ledger.net_after(gross, fee, refunded), shares)
+
+    for i, amount in enumerate([0, *refunds]):
+        refunded += amount
+        if i == recognised_after:
+            for party, part in target().items():
+                held[party] += part
+        elif i > recognised_after:
+            for party, part in ledger.adjustments(target(), dict(held)).items():
+                held[party] += part
+        if i >= recognised_after:
+            # Sums exact, and nobody below zero for the line, at every step.
+            assert sum(held.values()) == ledger.net_after(gross, fee, refunded)
+            assert all(v >= 0 for v in held.values())
+    # Where recognition fell in the sequence changes nothing in the end.
+    assert {p: v for p, v in held.items() if v} == target()
+
+
+def test_a_full_refund_leaves_nothing_to_anyone() -> None:
+    assert ledger.net_after(10_000, 500, 10_000) == 0
+    assert ledger.net_after(10_000, 500, 5_000) == 4_750
+
+
+def test_ties_go_to_households_before_the_cooperative() -> None:
+    a, b = uuid.UUID(int=1), uuid.UUID(int=2)
+    # One fen between two equal halves goes to the household with the smaller id...
+    assert ledger.split(1, [(b, 5000), (a, 5000)]) == {a: 1}
+    # ...and between a household and the cooperative, to the household.
+    assert ledger.split(1, [(b, 5000)]) == {b: 1}
+    assert ledger.split(2, [(a, 5000)]) == {a: 1, None: 1}
+
+
+def test_the_assessment_year_follows_china_time() -> None:
+    assert ledger.assessment_year(datetime(2026, 12, 31, 17, 0, tzinfo=UTC)) == 2027
+    assert ledger.assessment_year(datetime(2026, 12, 31, 15, 59, tzinfo=UTC)) == 2026
+
+
+# --- the service on PostgreSQL -------------------------------------------------------------------
+
+
+async def entries(session, order_id: str) -> list[LedgerEntry]:
+    return list(
+        (
+            await session.scalars(
+                select(LedgerEntry)
+                .where(LedgerEntry.order_id == uuid.UUID(order_id))
+                .order_by(LedgerEntry.id)
+            )
+        ).all()
+    )
+
+
+def by_party(rows: list[LedgerEntry]) -> dict[uuid.UUID | None, int]:
+    out: dict[uuid.UUID | None, int] = defaultdict(int)
+    for row in rows:
+        out[row.household_id] += row.amount_fen
+    return {k: v for k, v in out.items() if v}
+
+
+async def refund(client, users, order: dict, manager_coop: str, **body) -> dict:
+    manager = await users.make(Role.manager, cooperative_id=uuid.UUID(manager_coop))
+    response = await client.post(
+        f"/v1/orders/{order['id']}/refunds",
+        json={"reason": "damaged in transit", **body},
+        headers={**users.auth(manager), **key()},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_a_delivered_order_then_a_partial_refund_gives_exactly_the_expected_entries(
+    client, users, world, session
+) -> None:
+    coop = await world.cooperative()
+    a, b = await world.household(), await world.household()
+    product = await supplied_product(world, coop, [(a, 6000), (b, 2500)], price_fen=3333)
+    order = await delivered_cod_order(client, users, [(product, 3)])
+    assert order["status"] == "delivered" and order["payment_status"] == "paid"
+    assert await recognise(session, order) == 1
+    # 9,999 gross, 499 fee (5 %, rounded down): 9,500 net = 5,700 + 2,375 + 1,425.
+    first = await entries(session, order["id"])
+    assert {(e.household_id, e.amount_fen, e.kind) for e in first} == {
+        (a.id, 5_700, EntryKind.recognition),
+        (b.id, 2_375, EntryKind.recognition),
+        (None, 1_425, EntryKind.recognition),
+    }
+    # One unit of three comes back (3,333 fen): 6,666 kept, 332 fee kept
+    # (499 x 6,666 / 9,999, rounded down), 6,334 net = 3,800.4 + 1,583.5 + 950.1.
+    line_id = order["fulfilments"][0]["lines"][0]["id"]
+    await refund(client, users, order, str(coop.id), lines=[{"line_id": line_id, "quantity": 1}])
+    after = await entries(session, order["id"])
+    adjustments = [e for e in after if e.kind is EntryKind.adjustment]
+    assert {(e.household_id, e.amount_fen) for e in adjustments} == {
+        (a.id, -1_900),
+        (b.id, -791),
+        (None, -475),
+    }
+    assert all(e.refund_id is not None for e in adjustments)
+    assert by_party(after) == {a.id: 3_800, b.id: 1_584, None: 950}
+    assert sum(by_party(after).values()) == 6_334
+
+
+async def test_a_refund_before_recognition_reduces_what_is_recognised(
+    client, users, world, session
+) -> None:
+    coop = await world.cooperative()
+    a = await world.household()
+    product = await supplied_product(world, coop, [(a, 10_000)], price_fen=1_000)
+    order = await delivered_cod_order(client, users, [(product, 4)])
+    await refund(client, users, order, str(coop.id), amount_fen=1_000)
+    assert await recognise(session, order) == 1
+    rows = await entries(session, order["id"])
+    assert [(e.household_id, e.amount_fen, e.kind) for e in rows] == [
+        (a.id, 2_850, EntryKind.recognition)  # 3,000 kept - 150 fee
+    ]
+
+
+async def test_recognition_waits_for_the_cash_and_happens_once(client, users, world, session):
+    coop = await world.cooperative()
+    a = await world.household()
+    product = await supplied_product(world, coop, [(a, 5_000)])
+    order = await delivered_cod_order(client, users, [(product, 1)], cash=False)
+    assert order["status"] == "delivered" and order["payment_status"] == "unpaid"
+    assert await recognise(session, order) == 0  # delivered, not paid: nothing earned yet
+    assert await session.scalar(select(func.count()).select_from(Recognition)) == 0
+    line = await session.get(OrderLine, uuid.UUID(order["fulfilments"][0]["lines"][0]["id"]))
+    assert line is not None
+
+
+async def test_the_backlog_sweep_recognises_each_fulfilment_once(client, users, world, session):
+    coop = await world.cooperative()
+    a = await world.household()
+    product = await supplied_product(world, coop, [(a, 7_000)])
+    orders = [await delivered_cod_order(client, users, [(product, 1)]) for _ in range(3)]
+    now = datetime.now(UTC)
+    assert await ledger.recognise_due(session, now=now) == 3
+    assert await ledger.recognise_due(session, now=now) == 0
+    for order in orders:
+        assert await recognise(session, order) == 0
+        assert sum(e.amount_fen for e in await entries(session, order["id"])) == 2_375
+
+
+async def test_the_ledger_refuses_updates_and_deletes(client, users, world, session) -> None:
+    coop = await world.cooperative()
+    product = await supplied_product(world, coop, [])
+    order = await delivered_cod_order(client, users, [(product, 1)])
+    await recognise(session, order)
+    for statement in (
+        "UPDATE ledger_entries SET amount_fen = amount_fen + 1",
+        "DELETE FROM ledger_entries",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with session.begin_nested():
+                await session.execute(text(statement))
+    assert sum(e.amount_fen for e in await entries(session, order["id"])) == 2_375
+
+
+async def test_entries_carry_the_year_the_buyer_and_the_county(client, users, world, session):
+    coop = await world.cooperative()
+    a = await world.household()
+    product = await supplied_product(world, coop, [(a, 5_000)])
+    order = await delivered_cod_order(client, users, [(product, 2)])
+    await recognise(session, order)
+    rows = await entries(session, order["id"])
+    assert {e.buyer_id for e in rows} == {order["buyer"].id}
+    assert {e.county_code for e in rows} == {world.county.county}
+    assert {e.year for e in rows} == {ledger.assessment_year(datetime.now(UTC))}
