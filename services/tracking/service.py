@@ -290,12 +290,13 @@ async def _apply(
         }
         for key, c in checkpoints
     ]
+    # Parameters apart from the statement, so that its compiled form is cached.
     fresh = (
         await session.execute(
             insert(ShipmentEvent)
-            .values(rows)
             .on_conflict_do_nothing(index_elements=[ShipmentEvent.shipment_id, "dedupe_key"])
-            .returning(ShipmentEvent.status, ShipmentEvent.occurred_at)
+            .returning(ShipmentEvent.status, ShipmentEvent.occurred_at),
+            rows,
         )
     ).all()
     if not fresh:
