@@ -1,4 +1,4 @@
-"""The `marketplace` command: serve, worker, migrate, demo, create-admin, openapi."""
+"""The `marketplace` command: serve, worker, migrate, demo, create-admin, ledger-*, openapi."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,10 @@ import click
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
     from services.demo.load import DemoSummary
+    from services.ledger.audit import Difference
 
 
 @contextmanager
@@ -120,13 +124,16 @@ async def _work(settings: Settings, concurrency: int) -> None:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
     )
+    from app.api.attribution import policy_from
     from app.main import stripe_gateway, tracking_providers
+    from services.ledger import flags
     from services.payments.jobs import use_gateway
     from services.tracking.polling import use_providers
 
     gateway = stripe_gateway(settings)
     use_gateway(gateway)
     use_providers(tracking_providers(settings))
+    flags.use_policy(policy_from(settings))
     try:
         await upgrade(engine)
         job_worker = Worker(session_factory(engine), load_handlers(), concurrency=concurrency)
@@ -198,6 +205,162 @@ def create_admin(email: str, password: str) -> None:
         except DomainError as exc:
             raise click.ClickException(exc.detail) from exc
     click.echo(f"admin {email} created")
+
+
+@main.command("ledger-recognise")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=2_000,
+    show_default=True,
+    help="Fulfilments recognised per transaction.",
+)
+def ledger_recognise(batch_size: int) -> None:
+    """Work off the recognition backlog: delivered, paid fulfilments not yet in the ledger.
+
+    Each batch is its own transaction (several runs, or the workers, share the
+    backlog through SKIP LOCKED); stops when a batch finds nothing left. Then
+    records the payouts of any recognised fulfilment that has none.
+    """
+    with database(Settings()) as settings:
+        assert settings.database_url
+        asyncio.run(_recognise_backlog(settings, batch_size))
+
+
+async def _recognise_backlog(settings: Settings, batch_size: int) -> None:
+    from app.api.attribution import policy_from
+    from services.db import create_engine, session_factory, transaction
+    from services.jobs.service import load_handlers
+    from services.ledger import flags, settlements
+    from services.ledger import service as ledger
+    from services.schema import upgrade
+
+    assert settings.database_url
+    # What follows recognition (flag rules, payouts) registers on import, as in a worker.
+    load_handlers()
+    flags.use_policy(policy_from(settings))
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        factory = session_factory(engine)
+        total, started = 0, time.monotonic()
+        while True:
+            async with transaction(factory) as session:
+                lines = await ledger.recognise_due(session, now=datetime.now(UTC), limit=batch_size)
+            if not lines:
+                break
+            total += lines
+            rate = total / max(time.monotonic() - started, 1e-9)
+            click.echo(f"recognised {lines} lines ({total} in all, {rate:,.0f} lines/s)")
+        payouts = 0
+        while True:
+            async with transaction(factory) as session:
+                written = await settlements.backfill_payouts(session)
+            if not written:
+                break
+            payouts += written
+        elapsed = time.monotonic() - started
+        click.echo(
+            f"backlog done: {total} lines in {elapsed:.1f} s"
+            f" ({total / max(elapsed, 1e-9):,.0f} lines/s), {payouts} missing payouts recorded"
+        )
+    finally:
+        await engine.dispose()
+
+
+@main.command("ledger-audit")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON Lines: one object per difference, then one with the summary.",
+)
+@click.option(
+    "--grace-minutes",
+    type=click.IntRange(min=0),
+    default=60,
+    show_default=True,
+    help="A delivered, paid fulfilment is reported unrecognised after this long.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=5_000,
+    show_default=True,
+    help="Order lines read and compared at a time.",
+)
+def ledger_audit(as_json: bool, grace_minutes: int, batch_size: int) -> None:
+    """Recompute what the ledger should hold from orders, refunds and share snapshots,
+    and compare with what it holds. Exits 1 when there is any difference, else 0."""
+    with database(Settings()) as settings:
+        assert settings.database_url
+        clean = asyncio.run(
+            _audit_database(
+                settings.database_url,
+                as_json=as_json,
+                grace=timedelta(minutes=grace_minutes),
+                batch_size=batch_size,
+            )
+        )
+    if not clean:
+        sys.exit(1)
+
+
+async def _audit_database(url: str, *, as_json: bool, grace: timedelta, batch_size: int) -> bool:
+    from services.db import create_engine, session_factory
+
+    # One snapshot for the whole pass: a refund landing meanwhile is not a difference.
+    engine = create_engine(url, isolation_level="REPEATABLE READ")
+    try:
+        return await audit_ledger(
+            session_factory(engine), as_json=as_json, grace=grace, batch_size=batch_size
+        )
+    finally:
+        await engine.dispose()
+
+
+async def audit_ledger(
+    factory: async_sessionmaker[AsyncSession],
+    *,
+    as_json: bool = False,
+    grace: timedelta = timedelta(hours=1),
+    batch_size: int = 5_000,
+    echo: Callable[[str], None] = click.echo,
+) -> bool:
+    """Print every difference, then a summary; answer whether the ledger is clean."""
+    from services.ledger.audit import LedgerAudit
+
+    async with factory() as session, session.begin():
+        run = LedgerAudit(session, now=datetime.now(UTC), grace=grace, batch_size=batch_size)
+        async for difference in run.differences():
+            echo(json.dumps(difference.as_dict()) if as_json else _describe(difference))
+    by_problem = {problem.value: n for problem, n in sorted(run.counts.items())}
+    total = sum(by_problem.values())
+    if as_json:
+        summary = {
+            "lines_checked": run.lines_checked,
+            "differences": total,
+            "by_problem": by_problem,
+            "clean": run.clean,
+        }
+        echo(json.dumps({"summary": summary}))
+    else:
+        found = ", ".join(f"{name} {n}" for name, n in by_problem.items())
+        echo(
+            f"ledger audit: {run.lines_checked} recognised lines checked; "
+            + (f"{total} differences ({found})" if total else "no differences")
+        )
+    return run.clean
+
+
+def _describe(d: Difference) -> str:
+    where = f"fulfilment {d.fulfilment_id}"
+    if d.line_id is not None:
+        where += f" line {d.line_id} {d.party_label}"
+    return (
+        f"{d.problem.value:<20} {where}: expected {d.expected_fen} fen,"
+        f" held {d.held_fen} fen ({d.delta_fen:+d})"
+    )
 
 
 @main.command()

@@ -17,6 +17,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import errors, openapi
 from app.api import (
+    attribution,
     auth,
     cooperatives,
     health,
@@ -25,6 +26,7 @@ from app.api import (
     orders,
     products,
     regions,
+    settlements,
     tracking,
     users,
     webhooks,
@@ -35,6 +37,7 @@ from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
 from services.db import create_engine, session_factory
 from services.jobs.service import Worker, load_handlers
+from services.ledger import flags
 from services.payments import jobs as payment_jobs
 from services.payments.stripe import StripeConfig, StripeGateway
 from services.tracking import polling
@@ -165,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     payment_jobs.use_gateway(app.state.stripe)
     app.state.tracking = tracking_providers(settings)
     polling.use_providers(app.state.tracking)
+    # The flag rules follow recognition in this process (API or in-process worker).
+    flags.use_policy(attribution.policy_from(settings))
 
     errors.install(app)
     openapi.install(app)
@@ -180,6 +185,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         orders.router,
         webhooks.router,
         tracking.router,
+        attribution.router,
+        settlements.router,
     ):
         app.include_router(router)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, PositiveInt
+from pydantic import AliasChoices, Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -157,6 +158,53 @@ class Settings(BaseSettings):
         default=4,
         description="Jobs one worker (in-process or `marketplace worker`) runs at the same time.",
     )
+    flag_dominant_buyer_bp: int = Field(
+        default=5_000,
+        ge=1,
+        le=10_000,
+        description="Flag a buyer whose part of a household's yearly ledger income exceeds "
+        "this share, in basis points.",
+    )
+    flag_dominant_buyer_min_fen: int = Field(
+        default=100_000,
+        ge=0,
+        description="Yearly ledger income (fen) a household must reach before the "
+        "dominant-buyer rule applies.",
+    )
+    assessment_date: str = Field(
+        default="12-31",
+        description="Assessment date of every year, MM-DD in China time; the spike rule "
+        "watches the weeks before it.",
+    )
+    flag_spike_weeks: int = Field(
+        default=4,
+        ge=1,
+        le=52,
+        description="Weeks before the assessment date watched for a spike in a household's income.",
+    )
+    flag_spike_factor: float = Field(
+        default=3.0,
+        gt=0,
+        description="Flag a spike when the household's income in those weeks exceeds this "
+        "many times its average for as many weeks earlier in the year.",
+    )
+    flag_spike_min_fen: int = Field(
+        default=50_000,
+        ge=0,
+        description="Smallest income (fen) in the weeks before the assessment date that can "
+        "count as a spike.",
+    )
+
+    @field_validator("assessment_date")
+    @classmethod
+    def _assessment_date_is_a_day(cls, value: str) -> str:
+        month, _, day = value.strip().partition("-")
+        if not (
+            len(month) == len(day) == 2 and (month + day).isascii() and (month + day).isdigit()
+        ):
+            raise ValueError("write the assessment date as MM-DD")
+        date(2000, int(month), int(day))  # a leap year: 02-29 is a day
+        return value.strip()
 
     @cached_property
     def signing_secret(self) -> str:

@@ -9,28 +9,18 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.households import service as households
+from services.ledger.flags import counted
 from services.ledger.models import AttributionFlag, FlagLine, FlagStatus, LedgerEntry
 from services.orders.models import OrderLine
 from services.pagination import Page, keyset_page
 from services.users.models import User
 
 HOLDING = (FlagStatus.open, FlagStatus.excluded)
-
-
-def counted(entry: Any = LedgerEntry) -> Any:
-    """SQL: this household entry counts in assessment (no open or excluding flag holds it)."""
-    return ~exists().where(
-        FlagLine.line_id == entry.line_id,
-        FlagLine.household_id == entry.household_id,
-        AttributionFlag.id == FlagLine.flag_id,
-        AttributionFlag.status.in_(HOLDING),
-    )
 
 
 @dataclass(frozen=True, slots=True)

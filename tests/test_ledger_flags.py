@@ -1,0 +1,598 @@
+"""Self-dealing and anomaly flags: which purchases are held back, rulings, who sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+
+from app.api.attribution import policy_from
+from app.main import create_app
+from app.settings import Settings
+from services.db import create_engine
+from services.households.models import Household
+from services.ledger import flags
+from services.ledger import service as ledger
+from services.ledger.flags import FlagPolicy
+from services.ledger.models import (
+    AttributionFlag,
+    FlagLine,
+    FlagRule,
+    FlagStatus,
+    LedgerEntry,
+    Recognition,
+    Ruling,
+)
+from services.orders.models import Fulfilment, Order, OrderLine
+from services.schema import upgrade
+from services.users.models import Role
+from tests.conftest import JWT_SECRET, Users, create_database, drop_database
+from tests.factories import PII_KEY
+from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
+from tests.orders_helpers import ADDRESS
+
+SUPPLIER_PHONE = "13900001234"
+
+
+@pytest.fixture(autouse=True)
+def default_policy() -> Iterator[None]:
+    """Tests that shrink the thresholds leave the default behind for the next one."""
+    yield
+    flags.use_policy(FlagPolicy())
+
+
+def home(**address: Any) -> dict[str, Any]:
+    return {"type": "home", "address": {**ADDRESS, **address}}
+
+
+async def shelf(world: Any) -> dict[str, Any]:
+    """A cooperative whose product two households supply (60% and 25%)."""
+    coop = await world.cooperative()
+    a = await world.household(head="李春花")
+    b = await world.household(head="赵秋生")
+    product = await supplied_product(world, coop, [(a, 6000), (b, 2500)])
+    return {"coop": coop, "a": a, "b": b, "product": product}
+
+
+async def set_contact(session: Any, household: Household, **fields: str) -> None:
+    for name, value in fields.items():
+        setattr(household, name, value)
+    await session.flush()
+
+
+async def buy(client: Any, users: Any, session: Any, product: Any, qty: int = 1, **kw: Any) -> Any:
+    order = await delivered_cod_order(client, users, [(product, qty)], **kw)
+    await recognise(session, order)
+    return order
+
+
+async def all_flags(session: Any, rule: FlagRule | None = None) -> list[AttributionFlag]:
+    stmt = select(AttributionFlag).order_by(AttributionFlag.created_at, AttributionFlag.id)
+    if rule is not None:
+        stmt = stmt.where(AttributionFlag.rule == rule)
+    return list((await session.scalars(stmt.execution_options(populate_existing=True))).all())
+
+
+async def covered(session: Any, flag: AttributionFlag) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    rows = await session.execute(
+        select(FlagLine.line_id, FlagLine.household_id).where(FlagLine.flag_id == flag.id)
+    )
+    return set(rows.all())
+
+
+async def counted_fen(session: Any, household: Household) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0)).where(
+            LedgerEntry.household_id == household.id, flags.counted()
+        )
+    )
+    return int(total)
+
+
+async def ledger_fen(session: Any, household: Household) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(LedgerEntry.amount_fen), 0)).where(
+            LedgerEntry.household_id == household.id
+        )
+    )
+    return int(total)
+
+
+def line_ids(order: dict[str, Any]) -> list[uuid.UUID]:
+    return [uuid.UUID(line["id"]) for f in order["fulfilments"] for line in f["lines"]]
+
+
+async def deliver_at(session: Any, order: dict[str, Any], at: datetime) -> None:
+    """Back-date delivery and cash collection, set directly in the database before the order
+    is recognised: recognition dates the income from them (ledger.recognition_time)."""
+    await session.execute(
+        update(Fulfilment)
+        .where(Fulfilment.order_id == uuid.UUID(order["id"]))
+        .values(delivered_at=at)
+    )
+    await session.execute(
+        update(Order).where(Order.id == uuid.UUID(order["id"])).values(paid_at=at)
+    )
+
+
+# --- supplier_household -------------------------------------------------------------------
+
+
+async def test_a_buyer_with_a_supplying_households_phone_is_flagged_for_every_household(
+    client, users, world, session
+) -> None:
+    s = await shelf(world)
+    await set_contact(session, s["a"], phone=SUPPLIER_PHONE)
+    buyer = await users.make(Role.buyer, phone="+86 139 0000 1234")
+    order = await buy(client, users, session, s["product"], buyer=buyer)
+
+    [flag] = await all_flags(session)
+    assert flag.rule is FlagRule.supplier_household and flag.status is FlagStatus.open
+    assert (flag.household_id, flag.buyer_id) == (s["a"].id, buyer.id)
+    assert flag.order_id == uuid.UUID(order["id"]) and flag.cooperative_id == s["coop"].id
+    assert flag.county_code == world.county.county
+    assert flag.detail["matched"] == "phone"
+    assert flag.detail["matches"] == [
+        {"matched": "phone", "via": "buyer_account", "phone": "*******1234"}
+    ]
+    [line] = line_ids(order)
+    assert await covered(session, flag) == {(line, s["a"].id), (line, s["b"].id)}
+
+
+async def test_delivery_to_a_members_name_in_the_households_village_is_flagged(
+    client, users, world, session
+) -> None:
+    s = await shelf(world)
+    # The street names the village (上坪村) and no region code is given.
+    await buy(client, users, session, s["product"], delivery=home(recipient="李春花"))
+    [flag] = await all_flags(session)
+    assert flag.rule is FlagRule.supplier_household and flag.household_id == s["a"].id
+    assert flag.detail["matched"] == "member_name"
+
+
+async def test_delivery_to_the_households_address_is_flagged(client, users, world, session):
+    s = await shelf(world)
+    await set_contact(session, s["b"], address="示范省示范市青溪县河田镇上坪村3组12号")
+    await buy(client, users, session, s["product"])  # street: 河田镇上坪村 3 组 12 号
+    [flag] = await all_flags(session)
+    assert flag.household_id == s["b"].id and flag.detail["matched"] == "address"
+
+
+async def test_an_honest_purchase_raises_no_flag(client, users, world, session) -> None:
+    s = await shelf(world)
+    await set_contact(session, s["a"], phone=SUPPLIER_PHONE, address="河田镇上坪村5组1号")
+    # A namesake of a member, but delivered to another village.
+    delivery = home(recipient="李春花", region_code=world.county.village2)
+    buyer = await users.make(Role.buyer, phone="13700009999")
+    order = await buy(client, users, session, s["product"], buyer=buyer, delivery=delivery)
+    assert await all_flags(session) == []
+    assert await counted_fen(session, s["a"]) == await ledger_fen(session, s["a"]) > 0
+    assert await flags.flags_of_lines(session, [(line_ids(order)[0], s["a"].id)]) == {}
+
+
+# --- cooperative_insider ------------------------------------------------------------------
+
+
+async def test_a_purchase_delivered_to_a_managers_phone_is_flagged(
+    client, users, world, session
+) -> None:
+    s = await shelf(world)
+    await users.make(Role.manager, cooperative_id=s["coop"].id, phone="13600007777")
+    order = await buy(client, users, session, s["product"], delivery=home(phone="136-0000-7777"))
+    [flag] = await all_flags(session)
+    assert flag.rule is FlagRule.cooperative_insider and flag.household_id is None
+    assert flag.cooperative_id == s["coop"].id
+    assert flag.detail["matches"] == [
+        {"matched": "manager_phone", "via": "delivery_address", "phone": "*******7777"}
+    ]
+    [line] = line_ids(order)
+    assert await covered(session, flag) == {(line, s["a"].id), (line, s["b"].id)}
+
+
+async def test_a_member_household_of_the_seller_buying_is_flagged(client, users, world, session):
+    s = await shelf(world)
+    member = await world.household(head="孙冬梅")
+    await world.member(s["coop"], member)  # a member, not a supplier of this product
+    await set_contact(session, member, phone="13500005555")
+    buyer = await users.make(Role.buyer, phone="13500005555")
+    await buy(client, users, session, s["product"], buyer=buyer)
+    [flag] = await all_flags(session)
+    assert flag.rule is FlagRule.cooperative_insider and flag.household_id == member.id
+    assert flag.detail["matched"] == "member_phone"
+
+
+async def test_the_contact_of_another_cooperative_is_no_insider(client, users, world, session):
+    s = await shelf(world)
+    other = await world.cooperative(contact_phone="13400004444")
+    await users.make(Role.manager, cooperative_id=other.id, phone="13400004444")
+    await buy(client, users, session, s["product"], delivery=home(phone="13400004444"))
+    assert await all_flags(session) == []
+
+
+# --- dominant_buyer -----------------------------------------------------------------------
+
+
+async def test_one_buyer_giving_most_of_a_households_year_is_flagged(
+    client, users, world, session
+) -> None:
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    s = await shelf(world)
+    buyer = await users.make(Role.buyer)
+    first = await buy(client, users, session, s["product"], buyer=buyer)
+    [flag_a, flag_b] = sorted(
+        await all_flags(session, FlagRule.dominant_buyer), key=lambda f: f.household_id == s["b"].id
+    )
+    assert (flag_a.household_id, flag_a.buyer_id) == (s["a"].id, buyer.id)
+    assert flag_a.detail["share_bp"] == 10_000 and flag_a.detail["threshold_bp"] == 5_000
+    assert await covered(session, flag_a) == {(line_ids(first)[0], s["a"].id)}
+    assert flag_b.household_id == s["b"].id
+
+    # The same buyer's later purchase joins the same flag.
+    second = await buy(client, users, session, s["product"], buyer=buyer)
+    assert len(await all_flags(session)) == 2
+    assert await covered(session, flag_a) == {
+        (line_ids(first)[0], s["a"].id),
+        (line_ids(second)[0], s["a"].id),
+    }
+
+
+async def test_a_households_first_small_sale_is_not_a_dominant_buyer(
+    client, users, world, session
+) -> None:
+    s = await shelf(world)  # default policy: 1,000 yuan a year before the rule applies
+    await buy(client, users, session, s["product"], qty=3)
+    assert await all_flags(session) == []
+
+
+async def test_buyers_giving_no_more_than_the_share_are_not_flagged(
+    client, users, world, session
+) -> None:
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=3_000))
+    coop = await world.cooperative()
+    a = await world.household(head="周明")
+    product = await supplied_product(world, coop, [(a, 10_000)])
+    first, second = await users.make(Role.buyer), await users.make(Role.buyer)
+    # The first purchase alone is below the minimum; after the second, each gives half.
+    await buy(client, users, session, product, buyer=first)
+    await buy(client, users, session, product, buyer=second)
+    assert await all_flags(session) == []
+
+
+# --- pre_assessment_spike -----------------------------------------------------------------
+
+
+async def spike_setup(client, users, world, session, *, earlier: int, late: int) -> Any:
+    flags.use_policy(FlagPolicy(spike_min_fen=1_000))
+    coop = await world.cooperative()
+    a = await world.household(head="吴强")
+    product = await supplied_product(world, coop, [(a, 10_000)], price_fen=2_500)
+    spring = await delivered_cod_order(client, users, [(product, earlier)])
+    await deliver_at(session, spring, datetime(2025, 3, 1, 4, tzinfo=UTC))
+    await recognise(session, spring)
+    december = await delivered_cod_order(client, users, [(product, late)])
+    await deliver_at(session, december, datetime(2025, 12, 20, 4, tzinfo=UTC))
+    await recognise(session, december)
+    return a, spring, december
+
+
+async def test_a_jump_in_the_weeks_before_the_assessment_date_is_flagged(
+    client, users, world, session
+) -> None:
+    a, _, december = await spike_setup(client, users, world, session, earlier=1, late=10)
+    [flag] = await all_flags(session)
+    assert flag.rule is FlagRule.pre_assessment_spike
+    assert (flag.household_id, flag.year, flag.buyer_id) == (a.id, 2025, None)
+    assert flag.detail["window_fen"] == 23_750  # 10 x 25.00 yuan less the 5% fee
+    assert flag.detail["window_start"] == "2025-12-04T00:00:00+08:00"
+    assert await covered(session, flag) == {(line_ids(december)[0], a.id)}
+    assert await counted_fen(session, a) == 2_375  # the spring sale only
+
+
+async def test_steady_income_before_the_assessment_date_is_no_spike(
+    client, users, world, session
+) -> None:
+    await spike_setup(client, users, world, session, earlier=10, late=1)
+    assert await all_flags(session) == []
+
+
+# --- counting and rulings -----------------------------------------------------------------
+
+
+async def flagged_sale(client, users, world, session) -> dict[str, Any]:
+    s = await shelf(world)
+    await set_contact(session, s["a"], phone=SUPPLIER_PHONE)
+    s["order"] = await buy(
+        client, users, session, s["product"], delivery=home(phone=SUPPLIER_PHONE)
+    )
+    [s["flag"]] = await all_flags(session)
+    return s
+
+
+async def rule_on(client, users, flag, ruling: str, officer=None, reason: str = "checked") -> Any:
+    officer = officer or await users.make(Role.officer)
+    return await client.post(
+        f"/v1/attribution/flags/{flag.id}/ruling",
+        json={"ruling": ruling, "reason": reason},
+        headers=users.auth(officer),
+    )
+
+
+async def test_flagged_income_counts_only_once_ruled_counted(client, users, world, session):
+    s = await flagged_sale(client, users, world, session)
+    a, b = s["a"], s["b"]
+    assert await ledger_fen(session, a) == 1_425 and await ledger_fen(session, b) == 594
+    assert await counted_fen(session, a) == 0 and await counted_fen(session, b) == 0
+
+    excluded = await rule_on(client, users, s["flag"], "excluded", reason="his own phone")
+    assert excluded.status_code == 200, excluded.text
+    assert excluded.json()["status"] == "excluded"
+    assert await counted_fen(session, a) == 0
+
+    officer = await users.make(Role.officer)
+    answer = await rule_on(client, users, s["flag"], "counted", officer, reason="phone reused")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "counted" and body["ruling_reason"] == "phone reused"
+    assert body["ruled_by"] == str(officer.id) and body["ruled_at"] and body["lines"] == 1
+    assert await counted_fen(session, a) == 1_425 and await counted_fen(session, b) == 594
+
+    rulings = (
+        await session.scalars(
+            select(Ruling).where(Ruling.flag_id == s["flag"].id).order_by(Ruling.id)
+        )
+    ).all()
+    assert [(r.ruling, r.reason) for r in rulings] == [
+        (FlagStatus.excluded, "his own phone"),
+        (FlagStatus.counted, "phone reused"),
+    ]
+    shown = await flags.flags_of_lines(session, [(line_ids(s["order"])[0], a.id)])
+    assert [f.status for f in shown[(line_ids(s["order"])[0], a.id)]] == [FlagStatus.counted]
+
+
+async def test_officers_list_their_countys_flags(client, users, world, session) -> None:
+    s = await flagged_sale(client, users, world, session)
+    officer = await users.make(Role.officer)
+    listed = await client.get("/v1/attribution/flags", headers=users.auth(officer))
+    assert listed.status_code == 200, listed.text
+    [item] = listed.json()["items"]
+    assert item["id"] == str(s["flag"].id) and item["rule"] == "supplier_household"
+    assert item["status"] == "open" and item["lines"] == 1 and item["year"]
+    for query, expected in [("status=open", 1), ("status=counted", 0), ("rule=dominant_buyer", 0)]:
+        page = await client.get(f"/v1/attribution/flags?{query}", headers=users.auth(officer))
+        assert len(page.json()["items"]) == expected, query
+    admin = await client.get("/v1/attribution/flags", headers=users.auth(world.admin))
+    assert [i["id"] for i in admin.json()["items"]] == [str(s["flag"].id)]
+
+
+async def test_the_list_pages_by_cursor(client, users, world, session) -> None:
+    s = await shelf(world)
+    await set_contact(session, s["a"], phone=SUPPLIER_PHONE)
+    for _ in range(3):
+        await buy(client, users, session, s["product"], delivery=home(phone=SUPPLIER_PHONE))
+    officer = await users.make(Role.officer)
+    seen, cursor = [], None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await client.get(f"/v1/attribution/flags?{query}", headers=users.auth(officer))
+        seen += [i["id"] for i in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(str(f.id) for f in await all_flags(session)) and len(seen) == 3
+
+
+async def test_another_countys_officer_neither_sees_nor_rules(client, users, world, session):
+    s = await flagged_sale(client, users, world, session)
+    stranger = await users.make(Role.officer, county_code=world.county.other_county)
+    listed = await client.get("/v1/attribution/flags", headers=users.auth(stranger))
+    assert listed.status_code == 200 and listed.json()["items"] == []
+    answer = await rule_on(client, users, s["flag"], "counted", stranger)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert (await all_flags(session))[0].status is FlagStatus.open
+
+
+@pytest.mark.parametrize("role", [Role.buyer, Role.manager])
+async def test_buyers_and_managers_may_not_review(client, users, world, session, role) -> None:
+    s = await flagged_sale(client, users, world, session)
+    user = await users.make(role)
+    listed = await client.get("/v1/attribution/flags", headers=users.auth(user))
+    assert listed.status_code == 403
+    ruled = await client.post(
+        f"/v1/attribution/flags/{s['flag'].id}/ruling",
+        json={"ruling": "counted", "reason": "mine"},
+        headers=users.auth(user),
+    )
+    assert ruled.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"ruling": "open", "reason": "undo"}, "ruling"),
+        ({"ruling": "counted", "reason": "  "}, "reason"),
+        ({"ruling": "counted", "reason": "x" * 501}, "reason"),
+        ({"ruling": "counted"}, "reason"),
+    ],
+)
+async def test_a_ruling_needs_a_verdict_and_a_reason(client, users, world, session, body, field):
+    s = await flagged_sale(client, users, world, session)
+    officer = await users.make(Role.officer)
+    answer = await client.post(
+        f"/v1/attribution/flags/{s['flag'].id}/ruling", json=body, headers=users.auth(officer)
+    )
+    assert answer.status_code == 422 and answer.json()["field"] == field
+
+
+async def test_ruling_on_an_unknown_flag_is_not_found(client, users, world) -> None:
+    officer = await users.make(Role.officer)
+    answer = await client.post(
+        f"/v1/attribution/flags/{uuid.uuid4()}/ruling",
+        json={"ruling": "excluded", "reason": "?"},
+        headers=users.auth(officer),
+    )
+    assert answer.status_code == 404
+
+
+# --- exactly once -------------------------------------------------------------------------
+
+
+async def replay(session: Any, order: dict[str, Any]) -> list[ledger.RecognisedLine]:
+    """The lines of an order as recognition handed them to its followers."""
+    held = await ledger.holdings(session, line_ids(order))
+    out = []
+    for line_id in line_ids(order):
+        line = await session.get(OrderLine, line_id)
+        at = (await session.get(Recognition, line.fulfilment_id)).recognised_at
+        out.append(
+            ledger.RecognisedLine(
+                line_id=line.id,
+                order_id=line.order_id,
+                fulfilment_id=line.fulfilment_id,
+                product_id=line.product_id,
+                cooperative_id=line.cooperative_id,
+                county_code=line.county_code,
+                buyer_id=order["buyer"].id,
+                currency=order["currency"],
+                effective_at=at,
+                year=ledger.assessment_year(at),
+                net_fen=sum(held[line.id].values()),
+                parts=held[line.id],
+            )
+        )
+    return out
+
+
+async def test_recognising_or_reviewing_again_raises_no_second_flag(
+    client, users, world, session
+) -> None:
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=1_000))
+    s = await shelf(world)
+    await set_contact(session, s["a"], phone=SUPPLIER_PHONE)
+    await users.make(Role.manager, cooperative_id=s["coop"].id, phone=SUPPLIER_PHONE)
+    order = await buy(client, users, session, s["product"], delivery=home(phone=SUPPLIER_PHONE))
+    before = {(f.rule, f.household_id) for f in await all_flags(session)}
+    assert {rule for rule, _ in before} >= {
+        FlagRule.supplier_household,
+        FlagRule.cooperative_insider,
+        FlagRule.dominant_buyer,
+    }
+    lines_before = await session.scalar(select(func.count()).select_from(FlagLine))
+
+    assert await recognise(session, order) == 0
+    await flags.review(session, await replay(session, order), datetime.now(UTC))
+    await flags.review(session, await replay(session, order), datetime.now(UTC))
+    after = await all_flags(session)
+    assert len(after) == len(before)
+    assert await session.scalar(select(func.count()).select_from(FlagLine)) == lines_before
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_the_policy_follows_the_settings(settings: Settings) -> None:
+    configured = settings.model_copy(
+        update={"assessment_date": "06-30", "flag_spike_weeks": 2, "flag_dominant_buyer_bp": 7000}
+    )
+    policy = policy_from(configured)
+    assert policy.assessment_date == (6, 30) and policy.spike_weeks == 2
+    assert policy.dominant_buyer_bp == 7000
+    assert policy_from(settings) == FlagPolicy()
+    assert FlagPolicy(assessment_date=(2, 29)).window(2025)[1].day == 1  # 28 Feb, to 1 March
+
+
+@pytest.mark.parametrize("value", ["02-30", "13-01", "1231", "12/31", ""])
+def test_an_assessment_date_must_be_a_day(settings: Settings, value: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{**settings.model_dump(), "assessment_date": value})
+
+
+# --- concurrent recognitions --------------------------------------------------------------
+
+
+class CommittingUsers(Users):
+    """Accounts committed at once, for an app that reads them on connections of its own."""
+
+    async def make(self, role: Role = Role.buyer, **fields: object) -> Any:
+        user = await super().make(role, **fields)
+        await self.session.commit()
+        return user
+
+
+@pytest.fixture
+async def live(server_url: str, tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
+    """An app on a database of its own, where transactions really commit and race."""
+    name = f"marketplace_flags_{uuid.uuid4().hex[:10]}"
+    url = await create_database(server_url, name)
+    engine = create_engine(url)
+    await upgrade(engine)
+    await engine.dispose()
+    app = create_app(
+        Settings(
+            database_url=url,
+            jwt_secret=JWT_SECRET,
+            pii_key=PII_KEY.decode(),
+            data_dir=tmp_path,
+            log_level="WARNING",
+            run_worker_in_process=False,
+            catalogue_cache_seconds=0,
+        )
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://live") as client,
+            app.state.sessionmaker() as session,
+        ):
+            yield {
+                "client": client,
+                "factory": app.state.sessionmaker,
+                "session": session,
+                "settings": app.state.settings,
+            }
+    finally:
+        await app.state.engine.dispose()
+        await drop_database(server_url, name)
+
+
+async def test_concurrent_recognitions_see_each_others_income(live) -> None:
+    users = CommittingUsers(live["session"], live["settings"])
+    world = await users.builder()
+    coop = await world.cooperative()
+    household = await world.household(head="郑和平")
+    product = await supplied_product(world, coop, [(household, 10_000)])
+    await live["session"].commit()
+    buyer = await users.make(Role.buyer)
+    orders = [
+        await delivered_cod_order(live["client"], users, [(product, 1)], buyer=buyer)
+        for _ in range(2)
+    ]
+    # Each sale alone (23.75 yuan) is under the minimum; both together are over it.
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=3_000))
+
+    async def recognise_alone(fulfilment_id: str) -> int:
+        async with live["factory"]() as session, session.begin():
+            return await ledger.recognise_fulfilment(
+                session, uuid.UUID(fulfilment_id), now=datetime.now(UTC)
+            )
+
+    done = await asyncio.gather(
+        *(recognise_alone(o["fulfilments"][0]["id"]) for o in orders),
+        *(recognise_alone(o["fulfilments"][0]["id"]) for o in orders),
+    )
+    assert sorted(done) == [0, 0, 1, 1]
+    async with live["factory"]() as session:
+        [flag] = await all_flags(session)
+        assert (flag.rule, flag.household_id, flag.buyer_id) == (
+            FlagRule.dominant_buyer,
+            household.id,
+            buyer.id,
+        )
+        assert await covered(session, flag) == {(line_ids(o)[0], household.id) for o in orders}
