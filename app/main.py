@@ -168,8 +168,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     payment_jobs.use_gateway(app.state.stripe)
     app.state.tracking = tracking_providers(settings)
     polling.use_providers(app.state.tracking)
-    # The flag rules follow recognition in this process (API or in-process worker).
+    # The flag rules follow recognition in this process (API or in-process worker);
+    # loading the handlers registers them, and the payouts, as in a separate worker.
     flags.use_policy(attribution.policy_from(settings))
+    load_handlers()
 
     errors.install(app)
     openapi.install(app)

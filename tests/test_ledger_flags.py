@@ -18,7 +18,7 @@ from app.main import create_app
 from app.settings import Settings
 from services.db import create_engine
 from services.households.models import Household
-from services.ledger import flags
+from services.ledger import flag_rules, flags
 from services.ledger import service as ledger
 from services.ledger.flags import FlagPolicy
 from services.ledger.models import (
@@ -487,8 +487,8 @@ async def test_recognising_or_reviewing_again_raises_no_second_flag(
     lines_before = await session.scalar(select(func.count()).select_from(FlagLine))
 
     assert await recognise(session, order) == 0
-    await flags.review(session, await replay(session, order), datetime.now(UTC))
-    await flags.review(session, await replay(session, order), datetime.now(UTC))
+    await flag_rules.review(session, await replay(session, order), datetime.now(UTC))
+    await flag_rules.review(session, await replay(session, order), datetime.now(UTC))
     after = await all_flags(session)
     assert len(after) == len(before)
     assert await session.scalar(select(func.count()).select_from(FlagLine)) == lines_before

@@ -1,49 +1,41 @@
 """Self-dealing and anomalies (DESIGN rule 6): income held back from assessment until ruled.
 
-`review` follows every recognition, in its transaction, and runs four rules over
-all the lines recognised there: a few queries per batch, never one per line. A flag holds back
-households' parts of lines (`attribution_flag_lines`); an entry of the ledger is
-counted in assessment unless a flag that is open or excluded holds its line and
-household: `counted()`. Officers rule on flags; every ruling is appended to
-`attribution_rulings` and the flag shows the latest.
+`flag_rules.review` follows every recognition, in its transaction, and runs four
+rules over all the lines recognised there. A flag holds back households' parts of
+lines (`attribution_flag_lines`); an entry of the ledger is counted in assessment
+unless a flag that is open or excluded holds its line and household: `counted()`.
+Officers rule on flags; every ruling is appended to `attribution_rulings` and the
+flag shows the latest.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
-import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, any_, bindparam, func, literal, or_, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import ColumnElement, any_, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.util import AliasedClass
-from sqlalchemy.types import BigInteger
 
-from services.cooperatives.models import Cooperative, Membership
 from services.errors import Invalid, NotFound
-from services.households.models import Household, Member
-from services.ledger import service as ledger
 from services.ledger.models import (
     AttributionFlag,
-    EntryKind,
     FlagLine,
     FlagRule,
     FlagStatus,
     LedgerEntry,
     Ruling,
 )
-from services.ledger.service import CHINA, RecognisedLine
-from services.orders.models import Order
+from services.ledger.service import CHINA
 from services.pagination import Page, keyset_page
-from services.regions.models import Region
 from services.users import access
 from services.users.models import Role, User
 
@@ -105,6 +97,11 @@ def current_policy() -> FlagPolicy:
     return _policy
 
 
+def among(column: InstrumentedAttribute[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column = ANY(:array)`: one parameter however many values a backlog batch brings."""
+    return column == any_(literal(list(set(values)), ARRAY(column.type)))
+
+
 # --- what assessment counts ---------------------------------------------------------------
 
 
@@ -139,8 +136,8 @@ async def flags_of_lines(
         select(FlagLine.line_id, FlagLine.household_id, AttributionFlag)
         .join(AttributionFlag, AttributionFlag.id == FlagLine.flag_id)
         .where(
-            _among(FlagLine.line_id, {line for line, _ in wanted}),
-            _among(FlagLine.household_id, {household for _, household in wanted}),
+            among(FlagLine.line_id, {line for line, _ in wanted}),
+            among(FlagLine.household_id, {household for _, household in wanted}),
         )
         .order_by(AttributionFlag.created_at, AttributionFlag.id)
         .execution_options(populate_existing=True)
@@ -189,7 +186,7 @@ async def line_counts(session: AsyncSession, flag_ids: Sequence[uuid.UUID]) -> d
         return {}
     rows = await session.execute(
         select(FlagLine.flag_id, func.count(FlagLine.line_id.distinct()))
-        .where(_among(FlagLine.flag_id, flag_ids))
+        .where(among(FlagLine.flag_id, flag_ids))
         .group_by(FlagLine.flag_id)
     )
     return {flag_id: int(n) for flag_id, n in rows}
@@ -229,540 +226,3 @@ async def rule(
     await session.flush()
     await session.refresh(flag)
     return flag
-
-
-# --- the rules ------------------------------------------------------------------------------
-
-
-@ledger.on_recognised
-async def review(session: AsyncSession, recognised: list[RecognisedLine], now: datetime) -> None:
-    """Flag what the lines just recognised reveal; only households' parts can be held back."""
-    supplied = [r for r in recognised if any(party is not None for party in r.parts)]
-    if not supplied:
-        return
-    policy = current_policy()
-    await _write(session, await _self_dealing(session, supplied))
-    households = sorted({h for r in supplied for h in _households(r)})
-    await _lock_households(session, households)
-    await _dominant_buyer(session, supplied, policy)
-    await _pre_assessment_spike(session, supplied, policy)
-
-
-@dataclass
-class _Draft:
-    rule: FlagRule
-    key: str
-    county_code: str
-    year: int
-    detail: dict[str, Any]
-    order_id: uuid.UUID | None = None
-    buyer_id: uuid.UUID | None = None
-    household_id: uuid.UUID | None = None
-    cooperative_id: uuid.UUID | None = None
-    covers: set[Pair] = field(default_factory=set)
-
-
-def _households(line: RecognisedLine) -> list[uuid.UUID]:
-    return sorted(party for party in line.parts if party is not None)
-
-
-def _among(column: InstrumentedAttribute[Any], values: Iterable[Any]) -> ColumnElement[bool]:
-    """`column = ANY(:array)`: one parameter however many values a backlog batch brings."""
-    return column == any_(literal(list(set(values)), ARRAY(column.type)))
-
-
-def norm_phone(phone: str | None) -> str | None:
-    """The last 11 digits (a mainland mobile without +86); None when too short to compare."""
-    digits = "".join(
-        ch for ch in unicodedata.normalize("NFKC", phone or "") if ch.isascii() and ch.isdigit()
-    )
-    return digits[-11:] if len(digits) >= 7 else None
-
-
-def norm_text(value: str | None) -> str:
-    """Without whitespace and punctuation, full-width folded: how addresses and names compare."""
-    folded = unicodedata.normalize("NFKC", value or "").casefold()
-    return re.sub(r"[\W_]+", "", folded)
-
-
-def _mask(phone: str) -> str:
-    return "*" * (len(phone) - 4) + phone[-4:]
-
-
-@dataclass(frozen=True, slots=True)
-class _Contact:
-    """How a purchase reaches its buyer: the account's phone and the delivery address."""
-
-    phones: tuple[tuple[str, str], ...]  # (via, normalised phone)
-    recipient: str
-    region_code: str | None
-    addresses: frozenset[str]  # normalised, from the street alone up to the province
-    full_address: str
-
-    def phone_hits(self, phone: str | None, matched: str) -> list[dict[str, str]]:
-        mine = norm_phone(phone)
-        if mine is None:
-            return []
-        return [
-            {"matched": matched, "via": via, "phone": _mask(mine)}
-            for via, theirs in self.phones
-            if theirs == mine
-        ]
-
-    def address_hit(self, address: str | None, matched: str) -> list[dict[str, str]]:
-        mine = norm_text(address)
-        return [{"matched": matched, "via": "delivery_address"}] if mine in self.addresses else []
-
-
-def _contact(account_phone: str | None, address: dict[str, Any] | None) -> _Contact:
-    address = address or {}
-    phones = [("buyer_account", norm_phone(account_phone))]
-    phones.append(("delivery_address", norm_phone(address.get("phone"))))
-    parts = [str(address.get(k) or "") for k in ("province", "city", "county", "street")]
-    forms = {norm_text("".join(parts[i:])) for i in range(len(parts))} - {""}
-    return _Contact(
-        phones=tuple((via, p) for via, p in phones if p is not None),
-        recipient=norm_text(address.get("recipient")),
-        region_code=address.get("region_code") or None,
-        addresses=frozenset(forms),
-        full_address=norm_text("".join(parts)),
-    )
-
-
-async def _self_dealing(session: AsyncSession, lines: list[RecognisedLine]) -> list[_Draft]:
-    """Rules supplier_household and cooperative_insider, for every line of the batch."""
-    contacts = {
-        order_id: _contact(phone, address)
-        for order_id, address, phone in (
-            await session.execute(
-                select(Order.id, Order.delivery_address, User.phone)
-                .join(User, User.id == Order.buyer_id)
-                .where(_among(Order.id, {r.order_id for r in lines}))
-            )
-        )
-    }
-    suppliers = {h for r in lines for h in _households(r)}
-    homes = {
-        h.id: h
-        for h in (
-            await session.execute(
-                select(
-                    Household.id,
-                    Household.county_code,
-                    Household.village_code,
-                    Household.phone,
-                    Household.address,
-                ).where(_among(Household.id, suppliers))
-            )
-        ).all()
-    }
-    names: dict[uuid.UUID, set[str]] = defaultdict(set)
-    for household_id, name in await session.execute(
-        select(Member.household_id, Member.name).where(_among(Member.household_id, suppliers))
-    ):
-        names[household_id].add(norm_text(name))
-    villages = {
-        code: norm_text(name)
-        for code, name in (
-            await session.execute(
-                select(Region.code, Region.name).where(
-                    _among(Region.code, {h.village_code for h in homes.values()})
-                )
-            )
-        )
-    }
-    insiders = await _insiders(session, {r.cooperative_id for r in lines})
-    drafts: dict[str, _Draft] = {}
-    for line in lines:
-        contact = contacts[line.order_id]
-        covers = {(line.line_id, h) for h in _households(line)}
-        for household_id in _households(line):
-            home = homes[household_id]
-            hits = contact.phone_hits(home.phone, "phone") + contact.address_hit(
-                home.address, "address"
-            )
-            in_village = (
-                contact.region_code == home.village_code
-                if contact.region_code
-                else bool(villages.get(home.village_code))
-                and villages[home.village_code] in contact.full_address
-            )
-            if contact.recipient and contact.recipient in names[household_id] and in_village:
-                hits.append({"matched": "member_name", "via": "delivery_address"})
-            if hits:
-                key = f"{FlagRule.supplier_household}:{line.fulfilment_id}:{household_id}"
-                draft = drafts.setdefault(
-                    key,
-                    _Draft(
-                        FlagRule.supplier_household,
-                        key,
-                        home.county_code,
-                        line.year,
-                        {"matched": hits[0]["matched"], "matches": hits},
-                        order_id=line.order_id,
-                        buyer_id=line.buyer_id,
-                        household_id=household_id,
-                        cooperative_id=line.cooperative_id,
-                    ),
-                )
-                draft.covers |= covers
-        hits, member = insiders.match(contact, line)
-        if hits:
-            key = f"{FlagRule.cooperative_insider}:{line.fulfilment_id}"
-            draft = drafts.setdefault(
-                key,
-                _Draft(
-                    FlagRule.cooperative_insider,
-                    key,
-                    line.county_code,
-                    line.year,
-                    {"matched": hits[0]["matched"], "matches": hits},
-                    order_id=line.order_id,
-                    buyer_id=line.buyer_id,
-                    household_id=member,
-                    cooperative_id=line.cooperative_id,
-                ),
-            )
-            draft.covers |= covers
-    return list(drafts.values())
-
-
-@dataclass(frozen=True, slots=True)
-class _Insider:
-    matched: str  # manager_phone, contact_phone, member_phone or member_address
-    household_id: uuid.UUID | None = None  # for a member household
-    left_on: date | None = None
-
-    def current(self, suppliers: set[uuid.UUID], sold_on: date) -> bool:
-        # A supplier's own purchase is supplier_household's; a household that had left is out.
-        if self.household_id is None:
-            return True
-        return self.household_id not in suppliers and (
-            self.left_on is None or self.left_on >= sold_on
-        )
-
-
-@dataclass
-class _Insiders:
-    """Who is inside each selling cooperative, by (cooperative, normalised phone or address)."""
-
-    by_phone: dict[tuple[uuid.UUID, str], list[_Insider]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    by_address: dict[tuple[uuid.UUID, str], list[_Insider]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-
-    def match(
-        self, contact: _Contact, line: RecognisedLine
-    ) -> tuple[list[dict[str, str]], uuid.UUID | None]:
-        """What of the purchase matches an insider, and the first member household matched."""
-        sold_on = line.effective_at.astimezone(CHINA).date()
-        suppliers = set(_households(line))
-        hits: list[dict[str, str]] = []
-        members: list[uuid.UUID] = []
-        for via, phone in contact.phones:
-            for who in self.by_phone.get((line.cooperative_id, phone), []):
-                if who.current(suppliers, sold_on):
-                    hits.append({"matched": who.matched, "via": via, "phone": _mask(phone)})
-                    members += [who.household_id] if who.household_id else []
-        for form in sorted(contact.addresses):
-            for who in self.by_address.get((line.cooperative_id, form), []):
-                if who.current(suppliers, sold_on) and who.household_id:
-                    hits.append({"matched": who.matched, "via": "delivery_address"})
-                    members.append(who.household_id)
-        return hits, (members[0] if members else None)
-
-
-async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Insiders:
-    """Managers' phones, contact phones and member households of the selling cooperatives."""
-    out = _Insiders()
-
-    def by_phone(cooperative_id: uuid.UUID, phone: str | None, who: _Insider) -> None:
-        if (normal := norm_phone(phone)) is not None:
-            out.by_phone[(cooperative_id, normal)].append(who)
-
-    for cooperative_id, phone in await session.execute(
-        select(User.cooperative_id, User.phone)
-        .where(
-            User.role == Role.manager,
-            _among(User.cooperative_id, cooperatives),
-            User.phone.is_not(None),
-        )
-        .order_by(User.cooperative_id, User.id)
-    ):
-        assert cooperative_id is not None
-        by_phone(cooperative_id, phone, _Insider("manager_phone"))
-    for cooperative_id, phone in await session.execute(
-        select(Cooperative.id, Cooperative.contact_phone).where(
-            _among(Cooperative.id, cooperatives), Cooperative.contact_phone.is_not(None)
-        )
-    ):
-        by_phone(cooperative_id, phone, _Insider("contact_phone"))
-    for cooperative_id, household_id, left_on, phone, address in await session.execute(
-        select(
-            Membership.cooperative_id,
-            Membership.household_id,
-            Membership.left_on,
-            Household.phone,
-            Household.address,
-        )
-        .join(Household, Household.id == Membership.household_id)
-        .where(
-            _among(Membership.cooperative_id, cooperatives),
-            or_(Household.phone.is_not(None), Household.address.is_not(None)),
-        )
-        .order_by(Membership.cooperative_id, Membership.household_id)
-    ):
-        by_phone(cooperative_id, phone, _Insider("member_phone", household_id, left_on))
-        if normal := norm_text(address):
-            out.by_address[(cooperative_id, normal)].append(
-                _Insider("member_address", household_id, left_on)
-            )
-    return out
-
-
-async def _lock_households(session: AsyncSession, households: Sequence[uuid.UUID]) -> None:
-    """Serialise the anomaly rules per household, so that concurrent recognitions see each
-    other's entries (each reads after the other commits). Keys in ascending order: no deadlock.
-    """
-    keys = sorted({int.from_bytes(h.bytes[:8], "big", signed=True) for h in households})
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(k) FROM unnest(:keys) AS k").bindparams(
-            bindparam("keys", keys, type_=ARRAY(BigInteger()))
-        )
-    )
-
-
-async def _dominant_buyer(
-    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
-) -> None:
-    """One buyer gives more than the share of a household's year (once the year is large)."""
-    touched = {(h, r.year) for r in lines for h in _households(r)}
-    e = LedgerEntry
-    per_buyer = (
-        select(e.household_id, e.year, e.buyer_id, func.sum(e.amount_fen).label("part"))
-        .where(
-            _among(e.household_id, {h for h, _ in touched}), _among(e.year, {y for _, y in touched})
-        )
-        .group_by(e.household_id, e.year, e.buyer_id)
-        .subquery()
-    )
-    total = func.sum(per_buyer.c.part).over(
-        partition_by=(per_buyer.c.household_id, per_buyer.c.year)
-    )
-    shares = select(per_buyer, total.label("total")).subquery()
-    rows = (
-        await session.execute(
-            select(shares, Household.county_code)
-            .join(Household, Household.id == shares.c.household_id)
-            .where(
-                shares.c.total >= policy.dominant_buyer_min_fen,
-                shares.c.part * 10_000 > shares.c.total * policy.dominant_buyer_bp,
-            )
-        )
-    ).all()
-    drafts = [
-        _Draft(
-            FlagRule.dominant_buyer,
-            _dominant_key(row.household_id, row.buyer_id, row.year),
-            row.county_code,
-            row.year,
-            {
-                "buyer_fen": int(row.part),
-                "household_year_fen": int(row.total),
-                "share_bp": int(row.part * 10_000 // row.total),
-                "threshold_bp": policy.dominant_buyer_bp,
-                "min_fen": policy.dominant_buyer_min_fen,
-            },
-            buyer_id=row.buyer_id,
-            household_id=row.household_id,
-        )
-        for row in rows
-        if (row.household_id, row.year) in touched
-    ]
-    _, created = await _write(session, drafts)
-    # A flag raised now holds every line of its buyer that year; one raised before takes
-    # the lines its buyer brings later, whatever the share is now.
-    await _cover_history(session, created, LedgerEntry.buyer_id == AttributionFlag.buyer_id)
-    keys = {
-        (r.line_id, h): _dominant_key(h, r.buyer_id, r.year) for r in lines for h in _households(r)
-    }
-    await _cover_later(session, keys, created)
-
-
-def _dominant_key(household_id: uuid.UUID, buyer_id: uuid.UUID, year: int) -> str:
-    return f"{FlagRule.dominant_buyer}:{household_id}:{buyer_id}:{year}"
-
-
-def _spike_key(household_id: uuid.UUID, year: int) -> str:
-    return f"{FlagRule.pre_assessment_spike}:{household_id}:{year}"
-
-
-async def _pre_assessment_spike(
-    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
-) -> None:
-    """A household's income in the weeks before the assessment date jumps against its year."""
-    windows = {r.year: policy.window(r.year) for r in lines}
-    late = [r for r in lines if windows[r.year][0] <= r.effective_at < windows[r.year][1]]
-    touched = {(h, r.year) for r in late for h in _households(r)}
-    if not touched:
-        return
-    years = {y for _, y in touched}
-    e = LedgerEntry
-    inside = _in_windows({y: windows[y] for y in years})
-    before = or_(*(and_(e.year == y, e.effective_at < windows[y][0]) for y in years))
-    rows = (
-        await session.execute(
-            select(
-                e.household_id,
-                e.year,
-                Household.county_code,
-                func.coalesce(func.sum(e.amount_fen).filter(inside), 0).label("window"),
-                func.coalesce(func.sum(e.amount_fen).filter(before), 0).label("earlier"),
-            )
-            .join(Household, Household.id == e.household_id)
-            .where(_among(e.household_id, {h for h, _ in touched}), _among(e.year, years))
-            .group_by(e.household_id, e.year, Household.county_code)
-        )
-    ).all()
-    drafts: list[_Draft] = []
-    for row in rows:
-        if (row.household_id, row.year) not in touched:
-            continue
-        start, end = windows[row.year]
-        window, earlier = int(row.window), int(row.earlier)
-        before_s = (start - datetime(row.year, 1, 1, tzinfo=CHINA)).total_seconds()
-        window_s = (end - start).total_seconds()
-        # No time before the window: nothing to compare with, so no spike.
-        if window < policy.spike_min_fen or before_s <= 0:
-            continue
-        if window * before_s <= policy.spike_factor * earlier * window_s:
-            continue
-        drafts.append(
-            _Draft(
-                FlagRule.pre_assessment_spike,
-                _spike_key(row.household_id, row.year),
-                row.county_code,
-                row.year,
-                {
-                    "window_fen": window,
-                    "average_window_fen": int(earlier * window_s // before_s),
-                    "window_start": start.isoformat(),
-                    "window_end": end.isoformat(),
-                    "factor": policy.spike_factor,
-                    "min_fen": policy.spike_min_fen,
-                },
-                household_id=row.household_id,
-            )
-        )
-    _, created = await _write(session, drafts)
-    await _cover_history(session, created, inside)
-    keys = {(r.line_id, h): _spike_key(h, r.year) for r in late for h in _households(r)}
-    await _cover_later(session, keys, created)
-
-
-def _in_windows(windows: dict[int, tuple[datetime, datetime]]) -> ColumnElement[bool]:
-    e = LedgerEntry
-    return or_(
-        *(
-            and_(e.year == year, e.effective_at >= start, e.effective_at < end)
-            for year, (start, end) in windows.items()
-        )
-    )
-
-
-async def _cover_history(
-    session: AsyncSession, created: set[uuid.UUID], matching: ColumnElement[bool]
-) -> None:
-    """Flags raised now hold their household's lines of their year that match, so far."""
-    if not created:
-        return
-    f, e = AttributionFlag, LedgerEntry
-    await session.execute(
-        insert(FlagLine)
-        .from_select(
-            ["flag_id", "line_id", "household_id"],
-            select(f.id, e.line_id, e.household_id)
-            .distinct()
-            .join(e, and_(e.household_id == f.household_id, e.year == f.year, matching))
-            .where(_among(f.id, created), e.kind == EntryKind.recognition),
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-async def _cover_later(
-    session: AsyncSession, keys: dict[Pair, str], created: set[uuid.UUID]
-) -> None:
-    """Parts of this batch's lines join the flags of their keys raised by earlier batches."""
-    raised = await _existing(session, set(keys.values()))
-    await _cover(
-        session,
-        [
-            (raised[key], line, household)
-            for (line, household), key in sorted(keys.items())
-            if key in raised and raised[key] not in created
-        ],
-    )
-
-
-async def _existing(session: AsyncSession, keys: set[str]) -> dict[str, uuid.UUID]:
-    if not keys:
-        return {}
-    rows = await session.execute(
-        select(AttributionFlag.dedupe_key, AttributionFlag.id).where(
-            _among(AttributionFlag.dedupe_key, keys)
-        )
-    )
-    return dict(rows.all())
-
-
-async def _write(
-    session: AsyncSession, drafts: list[_Draft]
-) -> tuple[dict[str, uuid.UUID], set[uuid.UUID]]:
-    """Each flag once by its dedupe key (a concurrent twin waits, then finds it), with its lines.
-
-    Keys in ascending order, so that two transactions raising the same flags never deadlock.
-    Answers the flags' ids by key, and which of them this call created.
-    """
-    if not drafts:
-        return {}, set()
-    drafts = sorted(drafts, key=lambda d: d.key)
-    written = await session.execute(
-        insert(AttributionFlag)
-        .values(
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "county_code": d.county_code,
-                    "rule": d.rule,
-                    "status": FlagStatus.open,
-                    "dedupe_key": d.key,
-                    "order_id": d.order_id,
-                    "buyer_id": d.buyer_id,
-                    "household_id": d.household_id,
-                    "cooperative_id": d.cooperative_id,
-                    "year": d.year,
-                    "detail": d.detail,
-                }
-                for d in drafts
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=[AttributionFlag.dedupe_key])
-        .returning(AttributionFlag.dedupe_key, AttributionFlag.id)
-    )
-    ids = dict(written.all())
-    created = set(ids.values())
-    ids |= await _existing(session, {d.key for d in drafts} - set(ids))
-    await _cover(session, [(ids[d.key], *pair) for d in drafts for pair in sorted(d.covers)])
-    return ids, created
-
-
-async def _cover(session: AsyncSession, rows: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]) -> None:
-    """Hold back these (flag, line, household) parts; those held already stay as they are."""
-    if rows:
-        await session.execute(
-            insert(FlagLine).on_conflict_do_nothing(),
-            [{"flag_id": f, "line_id": line, "household_id": h} for f, line, h in rows],
-        )
