@@ -1,4 +1,4 @@
-"""Stripe at the edge: PaymentIntents, refunds and webhook verification in our own types.
+"""Stripe at the edge: PaymentIntents, refunds, transfers and webhooks in our own types.
 
 Everything the rest of the code knows about Stripe's wire format and its library's
 exception zoo stays in this module; callers see dataclasses and three exceptions.
@@ -51,6 +51,17 @@ class RefundResult:
     status: str
     amount: int
     payment_intent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    """A Transfer from the platform's balance to a connected account."""
+
+    id: str
+    amount: int
+    currency: str  # upper-case, like Intent.currency
+    destination: str
+    transfer_group: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +223,23 @@ def _refund(obj: stripe.Refund) -> RefundResult:
     )
 
 
+def _transfer(obj: stripe.Transfer) -> TransferResult:
+    data = obj.to_dict()
+    destination = data.get("destination")
+    if isinstance(destination, dict):  # when expanded
+        destination = destination.get("id")
+    if not isinstance(destination, str):
+        raise _unreadable("transfer", "destination")
+    group = data.get("transfer_group")
+    return TransferResult(
+        id=_str(data, "id", "transfer"),
+        amount=_int(data, "amount", "transfer"),
+        currency=_str(data, "currency", "transfer").upper(),
+        destination=destination,
+        transfer_group=group if isinstance(group, str) else None,
+    )
+
+
 class StripeGateway:
     """One Stripe account, one HTTP connection pool; safe to share across tasks."""
 
@@ -299,6 +327,36 @@ class StripeGateway:
         except stripe.StripeError as exc:
             _translate(exc)
         return _refund(obj)
+
+    async def create_transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> TransferResult:
+        """Move `amount` from the platform's balance to a connected account (acct_...)."""
+        _require_id(destination, "destination")
+        if amount <= 0:
+            raise ValueError("amount must be positive (minor units)")
+        _require_key(idempotency_key)
+        try:
+            obj = await self._client.v1.transfers.create_async(
+                {
+                    "amount": amount,
+                    "currency": currency.lower(),
+                    "destination": destination,
+                    "transfer_group": transfer_group,
+                    "metadata": metadata,
+                },
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            _translate(exc)
+        return _transfer(obj)
 
     def verify_event(self, payload: bytes, signature: str | None) -> Event:
         """Check the Stripe-Signature header and read the event; anything doubtful is invalid.

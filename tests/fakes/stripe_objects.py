@@ -1,4 +1,4 @@
-"""The Stripe objects a fake account holds (PaymentIntents, charges, refunds) and their rules.
+"""The Stripe objects a fake account holds (PaymentIntents, charges, refunds, transfers).
 
 Operations take the already parsed form parameters and answer (status, body) or
 raise StripeFailure, exactly as the HTTP layer in stripe_server.py needs; they
@@ -59,6 +59,19 @@ _CREATE_INTENT_PARAMS = frozenset(
 _CONFIRM_PARAMS = frozenset({"payment_method", "return_url", "expand"})
 _CANCEL_PARAMS = frozenset({"cancellation_reason", "expand"})
 _REFUND_PARAMS = frozenset({"payment_intent", "charge", "amount", "metadata", "reason", "expand"})
+_TRANSFER_PARAMS = frozenset(
+    {
+        "amount",
+        "currency",
+        "destination",
+        "metadata",
+        "transfer_group",
+        "description",
+        "source_transaction",
+        "source_type",
+        "expand",
+    }
+)
 
 
 @dataclass
@@ -70,19 +83,22 @@ class Context:
 
 
 class StripeObjects:
-    """PaymentIntents, charges, refunds and the events they would have sent."""
+    """PaymentIntents, charges, refunds, transfers and the events they would have sent."""
 
     def __init__(self, *, record_events: bool = True) -> None:
         self.record_events = record_events
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        # Connected accounts are not modelled: any `acct_...` destination exists.
+        self.transfers: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []  # what Stripe would have sent to webhooks
 
     def clear(self) -> None:
         self.payment_intents.clear()
         self.charges.clear()
         self.refunds.clear()
+        self.transfers.clear()
         self.events.clear()
 
     def create_intent(self, ctx: Context, params: Params, _: str) -> Answer:
@@ -285,6 +301,60 @@ class StripeObjects:
         if refund is None:
             raise _missing("refund", refund_id, "id")
         return 200, refund
+
+    def create_transfer(self, ctx: Context, params: Params, _: str) -> Answer:
+        """Separate charges and transfers: from the platform's balance to a connected account."""
+        form.check_known(params, _TRANSFER_PARAMS)
+        form.required(params, "amount")
+        form.required(params, "currency")
+        form.required(params, "destination")
+        amount = form.amount(params)
+        assert amount is not None
+        currency = form.currency(params)
+        metadata = form.metadata(params)
+        destination = form.string(params, "destination")
+        if destination is None or not destination.startswith("acct_"):
+            raise StripeFailure(
+                400,
+                f"No such destination: '{destination}'",
+                code="resource_missing",
+                param="destination",
+            )
+        transfer_id = new_id("tr")
+        transfer: dict[str, Any] = {
+            "id": transfer_id,
+            "object": "transfer",
+            "amount": amount,
+            "amount_reversed": 0,
+            "balance_transaction": new_id("txn"),
+            "created": int(time.time()),
+            "currency": currency,
+            "description": form.string(params, "description"),
+            "destination": destination,
+            "destination_payment": new_id("py"),
+            "livemode": False,
+            "metadata": metadata,
+            "reversals": {
+                "object": "list",
+                "data": [],
+                "has_more": False,
+                "total_count": 0,
+                "url": f"/v1/transfers/{transfer_id}/reversals",
+            },
+            "reversed": False,
+            "source_transaction": form.string(params, "source_transaction"),
+            "source_type": form.string(params, "source_type") or "card",
+            "transfer_group": form.string(params, "transfer_group"),
+        }
+        self.transfers[transfer_id] = transfer
+        self._emit("transfer.created", transfer, ctx)
+        return 200, transfer
+
+    def retrieve_transfer(self, ctx: Context, params: Params, transfer_id: str) -> Answer:
+        transfer = self.transfers.get(transfer_id)
+        if transfer is None:
+            raise _missing("transfer", transfer_id, "id")
+        return 200, transfer
 
     def _intent(self, intent_id: Any, *, param: str = "intent") -> dict[str, Any]:
         intent = self.payment_intents.get(intent_id) if isinstance(intent_id, str) else None

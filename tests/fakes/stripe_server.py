@@ -1,4 +1,4 @@
-"""A local fake of Stripe's HTTP API (PaymentIntents and refunds), with fault injection.
+"""A local fake of Stripe's HTTP API (PaymentIntents, refunds, transfers), with fault injection.
 
 `FakeStripe` holds the state and is an ASGI app (`.app`); `serve_fake_stripe()`
 runs it with uvicorn on a free 127.0.0.1 port in a background thread, so the real
@@ -135,6 +135,7 @@ class FakeStripe:
         self.payment_intents = self.objects.payment_intents
         self.charges = self.objects.charges
         self.refunds = self.objects.refunds
+        self.transfers = self.objects.transfers
         self.events = self.objects.events  # what Stripe would have sent to webhooks
         self.calls: Counter[str] = Counter()  # per endpoint, faults and errors included
         self.requests: deque[RecordedRequest] = deque(maxlen=keep_requests)
@@ -232,6 +233,8 @@ class FakeStripe:
                 route("POST", "/v1/payment_intents/{id}/confirm", self.objects.confirm_intent),
                 route("POST", "/v1/refunds", self.objects.create_refund),
                 route("GET", "/v1/refunds/{id}", self.objects.retrieve_refund),
+                route("POST", "/v1/transfers", self.objects.create_transfer),
+                route("GET", "/v1/transfers/{id}", self.objects.retrieve_transfer),
             ],
             exception_handlers={404: not_found, 405: not_found},
         )
