@@ -108,6 +108,12 @@ def _setup(report: dict[str, Any]) -> list[str]:
     if overrides:
         pool += " (" + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + ")"
     worker = c.get("worker_in_process")
+    jobs = (
+        " but the tracking deliveries' attribution jobs (one per delivered fulfilment, as a "
+        "real delivery queues it), which it runs as they come"
+        if report.get("tracking")
+        else ""
+    )
     worker_line = (
         []
         if worker is None
@@ -117,7 +123,7 @@ def _setup(report: dict[str, Any]) -> list[str]:
                 "the in-process job worker runs in each API process, as in production's "
                 "single-machine mode (`MARKETPLACE_RUN_WORKER_IN_PROCESS` left at its default, "
                 "true); it polls for jobs once a second and sweeps expired reservations every "
-                "15 s, and these scenarios give it no job to run"
+                f"15 s, and these scenarios give it no job to run{jobs}"
                 if worker
                 else "in-process job worker off (`MARKETPLACE_RUN_WORKER_IN_PROCESS=false`)"
             )
@@ -157,7 +163,9 @@ def _setup(report: dict[str, Any]) -> list[str]:
         f"- **Command**: `{report['command']}` (took {report.get('elapsed_s', '?')} s)",
         f"- **Data**: {d.get('products', c['products']):,} products over "
         f"{d.get('cooperatives', c['cooperatives']):,} cooperatives in {d.get('counties', '?')} "
-        f"counties ({d.get('regions', '?')} regions), loaded in {d.get('load_s', '?')} s "
+        f"counties ({d.get('regions', '?')} regions)"
+        + (f", {d['shipments']:,} shipped parcels" if d.get("shipments") else "")
+        + f", loaded in {d.get('load_s', '?')} s "
         f"(seed {c['seed']})",
         f"- **Server**: uvicorn, {c['workers']} worker processes, {pool}, logs at WARNING",
         f"- **Load generator**: one process on the same machine, `{engine}` HTTP/1.1 client, "

@@ -354,7 +354,11 @@ async def measure_tracking(
     runner = tracking.Tracking(
         url,
         base_url,
-        tracking.PushPlan(base_url, parcels),
+        tracking.PushPlan(
+            base_url,
+            parcels,
+            in_flight=tracking.IN_FLIGHT_PER_SENDER * max(args.order_client_counts),
+        ),
         checkout.LoadSettings(
             clients=args.order_client_counts,
             duration_s=args.duration,

@@ -10,11 +10,12 @@ the test suite's fake (`tests.fakes.tracking_pushes.aftership_push`).
 
 A parcel's journey has 4 to 9 scans: accepted by the carrier in the
 cooperative's county, departures from hubs, out for delivery, delivered.
-IN_FLIGHT parcels are under way at once and are walked round-robin, each push
-one scan further; a delivered parcel makes room for the next pending one. So
+Four times as many parcels as senders are under way at once, walked
+round-robin, each push one scan further; a delivered parcel makes room for the
+next pending one. So, once the first journeys end (after a few hundred pushes),
 most pushes are in-transit scans and about one in six and a half is a delivery
-(which delivers the fulfilment and the order), however long the run, and no
-two senders push the same parcel at the same moment.
+(which delivers the fulfilment and the order), however long the run, and
+senders seldom push the same parcel at the same moment.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ TRACKING_PATH = "/v1/webhooks/tracking/aftership"
 # What the server answers AfterShip for every push it takes, new or seen before.
 ACKNOWLEDGEMENT = {"received": True}
 CARRIER = "sf"
-# Parcels under way at once: far more than any sender count, so that a parcel's
-# next push comes hundreds of pushes after its last, and few enough that the mix
-# of scans (in transit, out for delivery, delivered) settles within the warm-up.
-IN_FLIGHT = 512
+# Parcels under way at once, per sender: enough that a parcel's last push has
+# almost always been answered when its next is sent, few enough that the mix of
+# scans (in transit, out for delivery, delivered) settles within the warm-up.
+IN_FLIGHT_PER_SENDER = 4
 SCANS = (4, 9)  # fewest and most scans of a journey
 SCAN_EVERY = timedelta(hours=3)
 # Pushes built for the warm-up per second of it: more than the server can take.
@@ -137,7 +138,7 @@ class PushPlan:
     so every parcel's scans are pushed in order and none is skipped.
     """
 
-    def __init__(self, base_url: str, parcels: list[Parcel], in_flight: int = IN_FLIGHT) -> None:
+    def __init__(self, base_url: str, parcels: list[Parcel], in_flight: int) -> None:
         self.base_url = base_url
         self.parcels = parcels
         self.in_flight = in_flight
@@ -240,7 +241,7 @@ def _json(body: bytes) -> Any:
 
 
 def ack_check(accepted: Callable[[load.Call], None] | None = None) -> load.Check:
-    """AfterShip's acknowledgement; a first delivery's push is counted as accepted."""
+    """AfterShip's acknowledgement; `accepted` counts a push sent for the first time."""
 
     def check(call: load.Call, body: bytes) -> str | None:
         if _json(body) != ACKNOWLEDGEMENT:
@@ -302,7 +303,7 @@ class Tracking:
             )
         # Redeliveries of pushes already acknowledged: the same event ids and bodies.
         pool = self.tally.pool
-        await load.run_calls(
+        warm_again = await load.run_calls(
             self.base_url,
             Batch(pool, repeat=True),
             clients=max(s.clients),
@@ -311,6 +312,7 @@ class Tracking:
             check=ack_check(),
             engine=s.engine,
         )
+        self.tally.redelivered += warm_again.requests
         duplicate_results = []
         for clients in s.clients:
             result, opened = await self._measured(Batch(pool, repeat=True), clients)
@@ -324,10 +326,11 @@ class Tracking:
                 "name": "tracking_webhooks",
                 "group": "tracking",
                 "summary": f"POST {TRACKING_PATH}: signed AfterShip tracking_update pushes, each "
-                f"with an event id of its own and one new checkpoint of one of {IN_FLIGHT} parcels "
-                f"under way (walked round-robin; journeys of {SCANS[0]}-{SCANS[1]} scans, the "
-                "last a delivery, so most pushes are in transit), listing the parcel's earlier "
-                "checkpoints too, as AfterShip does; expects 200 and AfterShip's acknowledgement",
+                "with an event id of its own and one new checkpoint of one of "
+                f"{self.plan.in_flight} parcels under way (walked round-robin; journeys of "
+                f"{SCANS[0]}-{SCANS[1]} scans, the last a delivery, so most pushes are in "
+                "transit), listing the parcel's earlier checkpoints too, as AfterShip does; "
+                "expects 200 and AfterShip's acknowledgement",
                 "unit": "events/s",
                 "target_per_s": TRACKING_TARGET_PER_S,
                 "sanity": sanity,
