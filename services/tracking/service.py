@@ -17,9 +17,21 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -206,50 +218,41 @@ async def receive_update(
     if update.delivery_id is not None:
         stored = (
             await session.execute(
-                insert(TrackingPush)
-                .values(
-                    provider=source,
-                    delivery_id=update.delivery_id,
-                    tracking_number=update.tracking_number[:40],
-                    outcome="applied",
-                    received_at=now,
-                )
-                .on_conflict_do_nothing()
-                .returning(TrackingPush.delivery_id)
+                _INBOX,
+                {
+                    "provider": source,
+                    "delivery_id": update.delivery_id,
+                    "tracking_number": update.tracking_number[:40],
+                    "outcome": "applied",
+                    "received_at": now,
+                },
             )
         ).first()
         if stored is None:
             return Ingested("duplicate")
-    shipment = (
-        await session.scalars(
-            select(Shipment)
-            .where(
-                Shipment.id == shipment_id
-                if shipment_id is not None
-                else and_(
-                    Shipment.carrier == update.carrier,
-                    Shipment.tracking_number
-                    == carriers.clean_tracking_number(update.tracking_number),
-                )
-            )
-            .with_for_update()
-            .execution_options(populate_existing=True)
+    where = (
+        _SHIPMENTS.c.id == shipment_id
+        if shipment_id is not None
+        else and_(
+            _SHIPMENTS.c.carrier == update.carrier,
+            _SHIPMENTS.c.tracking_number == carriers.clean_tracking_number(update.tracking_number),
         )
-    ).one_or_none()
-    if shipment is None:
+    )
+    parcel = (await session.execute(_PARCEL.where(where).with_for_update())).first()
+    if parcel is None:
         if update.delivery_id is not None:
             await session.execute(update_push_outcome(source, update.delivery_id, "unknown-parcel"))
         return Ingested("unknown-parcel")
-    new = await _apply(
+    new, status = await _apply(
         session,
-        shipment,
+        parcel,
         [(event_key(source, c), c) for c in update.checkpoints],
         source=source,
         kind=None,
         actor_id=None,
         now=now,
     )
-    return Ingested("applied", shipment.id, new, shipment.status)
+    return Ingested("applied", parcel.id, new, status)
 
 
 def update_push_outcome(provider: Source, delivery_id: str, outcome: str) -> Any:
@@ -260,23 +263,69 @@ def update_push_outcome(provider: Source, delivery_id: str, outcome: str) -> Any
     )
 
 
+# The hot path of every push and poll, in plain statements on the tables: a parcel's
+# state is read as a row and written with one UPDATE, without the ORM's unit of work.
+_SHIPMENTS = cast(Table, Shipment.__table__)
+_EVENTS = cast(Table, ShipmentEvent.__table__)
+_PUSHES = cast(Table, TrackingPush.__table__)
+_INBOX = insert(_PUSHES).on_conflict_do_nothing().returning(_PUSHES.c.delivery_id)
+_PARCEL = select(
+    _SHIPMENTS.c.id,
+    _SHIPMENTS.c.order_id,
+    _SHIPMENTS.c.fulfilment_id,
+    _SHIPMENTS.c.county_code,
+    _SHIPMENTS.c.status,
+    _SHIPMENTS.c.status_at,
+    _SHIPMENTS.c.last_event_at,
+    _SHIPMENTS.c.pickup_site_id,
+)
+_NEW_EVENTS = (
+    insert(_EVENTS)
+    .on_conflict_do_nothing(index_elements=[_EVENTS.c.shipment_id, _EVENTS.c.dedupe_key])
+    .returning(_EVENTS.c.status, _EVENTS.c.occurred_at)
+)
+_MOVE = (
+    update(_SHIPMENTS)
+    .where(_SHIPMENTS.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status", type_=_SHIPMENTS.c.status.type),
+        status_at=bindparam("b_status_at", type_=_SHIPMENTS.c.status_at.type),
+        last_event_at=bindparam("b_last_event_at", type_=_SHIPMENTS.c.last_event_at.type),
+        updated_at=bindparam("b_now", type_=_SHIPMENTS.c.updated_at.type),
+        next_poll_at=case(
+            (bindparam("b_finished", type_=Boolean()), null()), else_=_SHIPMENTS.c.next_poll_at
+        ),
+        delivered_at=func.coalesce(
+            _SHIPMENTS.c.delivered_at,
+            bindparam("b_delivered_at", type_=_SHIPMENTS.c.delivered_at.type),
+        ),
+    )
+)
+
+
 async def _apply(
     session: AsyncSession,
-    shipment: Shipment,
+    parcel: Any,
     checkpoints: list[tuple[str, Checkpoint]],
     *,
     source: Source,
     kind: ManualEvent | None,
     actor_id: uuid.UUID | None,
     now: datetime,
-) -> int:
-    """Store the events not seen before and move the parcel; the caller holds its lock."""
+) -> tuple[int, TrackingStatus]:
+    """Store the events not seen before and move the parcel; the caller holds its lock.
+
+    `parcel` is a row of `_PARCEL` or a Shipment (read for its id, order, fulfilment,
+    county, status, status time, last event time and pickup site). Answers how many
+    events were new and the parcel's status after them.
+    """
+    before = TrackingStatus(parcel.status)
     if not checkpoints:
-        return 0
+        return 0, before
     rows = [
         {
-            "shipment_id": shipment.id,
-            "county_code": shipment.county_code,
+            "shipment_id": parcel.id,
+            "county_code": parcel.county_code,
             "source": source,
             "kind": kind,
             "status": c.status,
@@ -290,56 +339,50 @@ async def _apply(
         }
         for key, c in checkpoints
     ]
-    # Parameters apart from the statement, so that its compiled form is cached.
-    fresh = (
-        await session.execute(
-            insert(ShipmentEvent)
-            .on_conflict_do_nothing(index_elements=[ShipmentEvent.shipment_id, "dedupe_key"])
-            .returning(ShipmentEvent.status, ShipmentEvent.occurred_at),
-            rows,
-        )
-    ).all()
+    fresh = (await session.execute(_NEW_EVENTS, rows)).all()
     if not fresh:
-        return 0
-    before = shipment.status
-    status, status_at = shipment.status, shipment.status_at
-    to_site = shipment.pickup_site_id is not None and source is not Source.manual
+        return 0, before
+    status, status_at = before, parcel.status_at
+    to_site = parcel.pickup_site_id is not None and source is not Source.manual
     for reported, at in sorted(fresh, key=lambda r: r[1]):
         candidate = rules.as_reported(TrackingStatus(reported), to_pickup_site=to_site)
         if rules.supersedes(candidate, at, status, status_at):
             status, status_at = candidate, at
     latest = max(at for _, at in fresh)
-    shipment.last_event_at = max(latest, shipment.last_event_at or latest)
-    shipment.updated_at = now
-    if status is not before or status_at != shipment.status_at:
-        shipment.status, shipment.status_at = status, status_at
-    if status in FINISHED:
-        shipment.next_poll_at = None
-    if status is S.delivered and before is not S.delivered:
-        shipment.delivered_at = status_at
-        await session.flush()
-        await _deliver_if_complete(session, shipment, now=now)
-    else:
-        await session.flush()
-    return len(fresh)
+    delivered = status is S.delivered and before is not S.delivered
+    await session.execute(
+        _MOVE,
+        {
+            "b_id": parcel.id,
+            "b_status": status,
+            "b_status_at": status_at,
+            "b_last_event_at": max(latest, parcel.last_event_at or latest),
+            "b_now": now,
+            "b_finished": status in FINISHED,
+            "b_delivered_at": status_at if delivered else None,
+        },
+    )
+    if delivered:
+        await _deliver_if_complete(session, parcel.order_id, parcel.fulfilment_id, now=now)
+    return len(fresh), status
 
 
-async def _deliver_if_complete(session: AsyncSession, shipment: Shipment, *, now: datetime) -> None:
-    order = await orders.lock_order(session, shipment.order_id)
-    fulfilment = await orders.fulfilment_of(session, order, shipment.fulfilment_id)
+async def _deliver_if_complete(
+    session: AsyncSession, order_id: uuid.UUID, fulfilment_id: uuid.UUID, *, now: datetime
+) -> None:
+    order = await orders.lock_order(session, order_id)
+    fulfilment = await orders.fulfilment_of(session, order, fulfilment_id)
     waiting = await session.scalar(
         select(
             exists().where(
-                Shipment.fulfilment_id == shipment.fulfilment_id,
+                Shipment.fulfilment_id == fulfilment_id,
                 Shipment.status != S.delivered,
             )
         )
     )
     if not waiting:
         last = await session.scalar(
-            select(func.max(Shipment.delivered_at)).where(
-                Shipment.fulfilment_id == shipment.fulfilment_id
-            )
+            select(func.max(Shipment.delivered_at)).where(Shipment.fulfilment_id == fulfilment_id)
         )
         await orders.deliver_fulfilment(
             session, order, fulfilment, delivered_at=last or now, now=now
@@ -443,7 +486,7 @@ async def record_manual_event(
         )
         for fulfilment_id in await orders.delivered_fulfilments(session, order.id):
             await orders.request_recognition(session, fulfilment_id)
-    new = await _apply(
+    new, _ = await _apply(
         session,
         shipment,
         [(key, checkpoint)],
