@@ -230,15 +230,14 @@ async def receive_update(
         ).first()
         if stored is None:
             return Ingested("duplicate")
-    where = (
-        _SHIPMENTS.c.id == shipment_id
-        if shipment_id is not None
-        else and_(
-            _SHIPMENTS.c.carrier == update.carrier,
-            _SHIPMENTS.c.tracking_number == carriers.clean_tracking_number(update.tracking_number),
+    if shipment_id is not None:
+        found = await session.execute(_PARCEL_BY_ID, {"b_id": shipment_id})
+    else:
+        number = carriers.clean_tracking_number(update.tracking_number)
+        found = await session.execute(
+            _PARCEL_BY_NUMBER, {"b_carrier": update.carrier, "b_number": number}
         )
-    )
-    parcel = (await session.execute(_PARCEL.where(where).with_for_update())).first()
+    parcel = found.first()
     if parcel is None:
         if update.delivery_id is not None:
             await session.execute(update_push_outcome(source, update.delivery_id, "unknown-parcel"))
@@ -279,6 +278,11 @@ _PARCEL = select(
     _SHIPMENTS.c.last_event_at,
     _SHIPMENTS.c.pickup_site_id,
 )
+_PARCEL_BY_ID = _PARCEL.where(_SHIPMENTS.c.id == bindparam("b_id")).with_for_update()
+_PARCEL_BY_NUMBER = _PARCEL.where(
+    _SHIPMENTS.c.carrier == bindparam("b_carrier"),
+    _SHIPMENTS.c.tracking_number == bindparam("b_number"),
+).with_for_update()
 _NEW_EVENTS = (
     insert(_EVENTS)
     .on_conflict_do_nothing(index_elements=[_EVENTS.c.shipment_id, _EVENTS.c.dedupe_key])
