@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -120,9 +120,10 @@ async def receive_event(
         return Received(duplicate=True, outcome="duplicate")
     handler = _HANDLERS.get(event.type)
     outcome = "ignored" if handler is None else await handler(session, event, now, enqueue)
-    row = await session.get(StripeEvent, event.id)
-    assert row is not None
-    row.outcome = outcome
+    if outcome != "received":
+        await session.execute(
+            update(StripeEvent).where(StripeEvent.id == event.id).values(outcome=outcome)
+        )
     return Received(duplicate=False, outcome=outcome)
 
 
