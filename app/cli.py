@@ -231,7 +231,7 @@ async def _recognise_backlog(settings: Settings, batch_size: int) -> None:
     from app.api.attribution import policy_from
     from services.db import create_engine, session_factory, transaction
     from services.jobs.service import load_handlers
-    from services.ledger import flags, settlements
+    from services.ledger import flags, payouts
     from services.ledger import service as ledger
     from services.schema import upgrade
 
@@ -252,17 +252,17 @@ async def _recognise_backlog(settings: Settings, batch_size: int) -> None:
             total += lines
             rate = total / max(time.monotonic() - started, 1e-9)
             click.echo(f"recognised {lines} lines ({total} in all, {rate:,.0f} lines/s)")
-        payouts = 0
+        backfilled = 0
         while True:
             async with transaction(factory) as session:
-                written = await settlements.backfill_payouts(session)
+                written = await payouts.backfill_payouts(session)
             if not written:
                 break
-            payouts += written
+            backfilled += written
         elapsed = time.monotonic() - started
         click.echo(
             f"backlog done: {total} lines in {elapsed:.1f} s"
-            f" ({total / max(elapsed, 1e-9):,.0f} lines/s), {payouts} missing payouts recorded"
+            f" ({total / max(elapsed, 1e-9):,.0f} lines/s), {backfilled} missing payouts recorded"
         )
     finally:
         await engine.dispose()

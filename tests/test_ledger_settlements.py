@@ -14,8 +14,8 @@ from app.main import create_app
 from services.audit.models import AuditEvent
 from services.jobs.models import Job
 from services.jobs.service import Worker, load_handlers
+from services.ledger import payouts, settlements
 from services.ledger import service as ledger
-from services.ledger import settlements
 from services.ledger.models import LedgerEntry, Payout, PayoutState
 from services.payments import jobs as payment_jobs
 from services.users.models import Role
@@ -123,7 +123,7 @@ async def transfer_jobs(session, payout: Payout) -> list[Job]:
         (
             await session.scalars(
                 select(Job)
-                .where(Job.kind == settlements.TRANSFER_JOB, Job.dedupe_key == str(payout.id))
+                .where(Job.kind == payouts.TRANSFER_JOB, Job.dedupe_key == str(payout.id))
                 .execution_options(populate_existing=True)
             )
         ).all()
@@ -184,7 +184,7 @@ async def test_a_stripe_order_is_transferred_once_even_when_the_answer_is_lost(
     # with the same key and gets the first answer back.
     fake_stripe.state.timeout_next(1, seconds=5, applied=True, endpoint=TRANSFERS)
     for _ in range(2):  # the job, run twice
-        await settlements.transfer_payout(session, {"payout_id": str(payout.id)})
+        await payouts.transfer_payout(session, {"payout_id": str(payout.id)})
     [payout] = await payouts_of(session, order)
     assert payout.state is PayoutState.transferred
     made = [
@@ -243,17 +243,17 @@ async def test_a_pending_payout_whose_job_gave_up_gets_a_new_one(
     await ship_and_deliver(api, users, order)
     await recognise(session, order)
     [payout] = await payouts_of(session, order)
-    await settlements.resume_transfers(session)
+    await payouts.resume_transfers(session)
     assert len(await transfer_jobs(session, payout)) == 1  # the first job is still due
     await session.execute(
         text("UPDATE jobs SET failed_at = now() WHERE kind = :kind AND dedupe_key = :key"),
-        {"kind": settlements.TRANSFER_JOB, "key": str(payout.id)},
+        {"kind": payouts.TRANSFER_JOB, "key": str(payout.id)},
     )
     await session.execute(
         text("UPDATE payouts SET updated_at = now() - interval '2 hours' WHERE id = :id"),
         {"id": payout.id},
     )
-    await settlements.resume_transfers(session)
+    await payouts.resume_transfers(session)
     jobs = await transfer_jobs(session, payout)
     assert len(jobs) == 2 and sum(1 for j in jobs if j.failed_at is None) == 1
 
@@ -279,7 +279,7 @@ async def test_a_dispute_after_the_payout_holds_it_before_the_transfer(
     await recognise(session, order)
     await dispute(api, order)
     [payout] = await payouts_of(session, order)
-    await settlements.transfer_payout(session, {"payout_id": str(payout.id)})
+    await payouts.transfer_payout(session, {"payout_id": str(payout.id)})
     [payout] = await payouts_of(session, order)
     assert payout.state is PayoutState.held
     assert requests_for(fake_stripe, payout) == []
@@ -294,7 +294,7 @@ async def test_stripe_refusing_the_transfer_fails_the_payout_with_its_reason(
     await ship_and_deliver(api, users, order)
     await recognise(session, order)
     [payout] = await payouts_of(session, order)
-    await settlements.transfer_payout(session, {"payout_id": str(payout.id)})
+    await payouts.transfer_payout(session, {"payout_id": str(payout.id)})
     [payout] = await payouts_of(session, order)
     assert payout.state is PayoutState.failed
     assert payout.last_error and "resource_missing" in payout.last_error
@@ -327,8 +327,8 @@ async def test_the_backfill_records_payouts_missing_for_recognised_fulfilments(
     await session.execute(
         text("DELETE FROM payouts WHERE order_id = :id"), {"id": uuid.UUID(order["id"])}
     )
-    assert await settlements.backfill_payouts(session) == 1
-    assert await settlements.backfill_payouts(session) == 0
+    assert await payouts.backfill_payouts(session) == 1
+    assert await payouts.backfill_payouts(session) == 0
     [payout] = await payouts_of(session, order)
     assert (payout.state, payout.amount_fen) == (PayoutState.payable, 1_900)
 

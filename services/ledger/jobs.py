@@ -13,7 +13,7 @@ from services.jobs.registry import registry
 
 # Imported for what they register: the flag rules and the payouts follow every
 # recognition, so every process that recognises income must know them.
-from services.ledger import flag_rules, settlements  # noqa: F401
+from services.ledger import flag_rules, payouts  # noqa: F401
 from services.ledger import service as ledger
 from services.orders.service import RECOGNITION_JOB
 

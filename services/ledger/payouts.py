@@ -1,0 +1,290 @@
+"""What the platform owes each cooperative: one payout per recognised fulfilment.
+
+A payout is written in the recognising transaction (a follower of the ledger), for
+the fulfilment's net revenue at recognition: what its lines earned after the
+platform fee and any refund made before delivery. It is
+- `held` when a dispute holds the order's settlement;
+- `pending` when the order was paid through Stripe and the cooperative has a
+  connected account: the job `settlements.transfer` then makes a Stripe Transfer
+  (separate charges and transfers) and the payout becomes `transferred`, or
+  `failed` when Stripe refuses it;
+- `payable` otherwise: cash on delivery (the platform collected nothing through
+  Stripe; the cash is settled between courier, site and cooperative outside
+  Stripe), a cooperative without a connected account (paid by hand), or nothing
+  left to pay (a fulfilment refunded in full before delivery: amount 0).
+
+The amount never changes once written, so every retry of the transfer sends the
+same parameters under its idempotency key `transfer:{payout id}`. A refund after
+recognition therefore does not shrink the transfer: the settlement report shows
+it as "refunded after settlement", to be taken back from the cooperative by hand
+(reversing a Stripe transfer is not done here). Nothing releases a held payout yet:
+a closed dispute is settled by hand too.
+
+The follower, the job handler and the periodic task register when this module is
+imported: services.ledger.jobs imports it, and every process loads the handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+import services.ledger.service as ledger
+from services.cooperatives.models import Cooperative
+from services.errors import NotFound
+from services.jobs.registry import registry
+from services.jobs.service import enqueue
+from services.ledger.models import EntryKind, LedgerEntry, Payout, PayoutState, Recognition
+from services.orders.models import Fulfilment, Order, PaymentMethod
+from services.payments.jobs import _require_gateway
+from services.payments.stripe import ProviderRejected, StripeGateway
+
+logger = logging.getLogger(__name__)
+
+TRANSFER_JOB = "settlements.transfer"
+# A Stripe outage outlasts the default eight attempts (about 20 minutes of back-off);
+# twenty reach about half a day, and the hourly sweep below picks up anything after.
+TRANSFER_ATTEMPTS = 20
+RESUME_AFTER = timedelta(hours=1)
+# Payouts whose money has gone to the cooperative, or will at the recorded amount.
+SETTLED = (PayoutState.payable, PayoutState.pending, PayoutState.transferred)
+
+
+def transfer_key(payout_id: uuid.UUID) -> str:
+    return f"transfer:{payout_id}"
+
+
+def transfer_group(order_id: uuid.UUID) -> str:
+    """Stripe's label tying an order's charge and its transfers together."""
+    return f"order:{order_id}"
+
+
+# --- payouts -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Due:
+    fulfilment_id: uuid.UUID
+    order_id: uuid.UUID
+    cooperative_id: uuid.UUID
+    county_code: str
+    currency: str
+    amount_fen: int = 0
+
+
+@ledger.on_recognised
+async def record_payouts(
+    session: AsyncSession, recognised: list[ledger.RecognisedLine], now: datetime
+) -> None:
+    """One payout per fulfilment recognised in this transaction (the caller holds its order)."""
+    due: dict[uuid.UUID, _Due] = {}
+    for line in recognised:
+        item = due.setdefault(
+            line.fulfilment_id,
+            _Due(
+                line.fulfilment_id,
+                line.order_id,
+                line.cooperative_id,
+                line.county_code,
+                line.currency,
+            ),
+        )
+        item.amount_fen += line.net_fen
+    await _write_payouts(session, list(due.values()))
+
+
+async def _write_payouts(session: AsyncSession, due: list[_Due]) -> int:
+    if not due:
+        return 0
+    orders = {
+        order_id: (hold, method)
+        for order_id, hold, method in (
+            await session.execute(
+                select(Order.id, Order.settlement_hold, Order.payment_method).where(
+                    Order.id.in_({d.order_id for d in due})
+                )
+            )
+        ).all()
+    }
+    accounts = dict(
+        (
+            await session.execute(
+                select(Cooperative.id, Cooperative.stripe_account_id).where(
+                    Cooperative.id.in_({d.cooperative_id for d in due})
+                )
+            )
+        ).all()
+    )
+    rows: list[dict[str, Any]] = []
+    for d in due:
+        hold, method = orders[d.order_id]
+        account = accounts.get(d.cooperative_id)
+        if hold:
+            state = PayoutState.held
+        elif d.amount_fen > 0 and method is PaymentMethod.stripe and account:
+            state = PayoutState.pending
+        else:
+            state = PayoutState.payable
+        rows.append(
+            {
+                "fulfilment_id": d.fulfilment_id,
+                "order_id": d.order_id,
+                "cooperative_id": d.cooperative_id,
+                "county_code": d.county_code,
+                "amount_fen": d.amount_fen,
+                "currency": d.currency,
+                "state": state,
+                "destination": account if method is PaymentMethod.stripe else None,
+            }
+        )
+    written = (
+        await session.execute(
+            insert(Payout)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[Payout.fulfilment_id])
+            .returning(Payout.id, Payout.state)
+        )
+    ).all()
+    for payout_id, state in written:
+        if state is PayoutState.pending:
+            await request_transfer(session, payout_id)
+    return len(written)
+
+
+async def request_transfer(session: AsyncSession, payout_id: uuid.UUID) -> None:
+    await enqueue(
+        session,
+        TRANSFER_JOB,
+        {"payout_id": str(payout_id)},
+        dedupe_key=str(payout_id),
+        max_attempts=TRANSFER_ATTEMPTS,
+    )
+
+
+async def backfill_payouts(session: AsyncSession, *, limit: int = 1_000) -> int:
+    """Payouts for recognised fulfilments that have none (recognised by a process that
+    did not load this module); the amount is what their recognition entries hold."""
+    rows = (
+        await session.execute(
+            select(
+                Recognition.fulfilment_id,
+                Recognition.order_id,
+                Fulfilment.cooperative_id,
+                Fulfilment.county_code,
+                Order.currency,
+                func.coalesce(
+                    select(func.sum(LedgerEntry.amount_fen))
+                    .where(
+                        LedgerEntry.fulfilment_id == Recognition.fulfilment_id,
+                        LedgerEntry.kind == EntryKind.recognition,
+                    )
+                    .scalar_subquery(),
+                    0,
+                ),
+            )
+            .join(Fulfilment, Fulfilment.id == Recognition.fulfilment_id)
+            .join(Order, Order.id == Recognition.order_id)
+            .where(~exists().where(Payout.fulfilment_id == Recognition.fulfilment_id))
+            .order_by(Recognition.fulfilment_id)
+            .limit(limit)
+        )
+    ).all()
+    return await _write_payouts(
+        session,
+        [
+            _Due(fulfilment_id, order_id, cooperative_id, county, currency, int(amount))
+            for fulfilment_id, order_id, cooperative_id, county, currency, amount in rows
+        ],
+    )
+
+
+async def execute_transfer(
+    session: AsyncSession, gateway: StripeGateway, payout_id: uuid.UUID
+) -> Payout:
+    """Make the Stripe Transfer of a pending payout, once (key `transfer:{id}`).
+
+    A dispute that arrived after the payout was written holds it instead. Stripe
+    refusing (4xx) fails the payout with its reason; Stripe unreachable raises
+    ProviderError, and the job tries again with the same key and parameters.
+    A dispute that arrives while Stripe is answering does not stop the transfer:
+    the order's lock is not held across the call, so that buyers and webhooks
+    never wait on Stripe.
+    """
+    payout = (
+        await session.scalars(
+            select(Payout)
+            .where(Payout.id == payout_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one_or_none()
+    if payout is None:
+        raise NotFound("No such payout.")
+    if payout.state is not PayoutState.pending:
+        return payout
+    hold = await session.scalar(select(Order.settlement_hold).where(Order.id == payout.order_id))
+    if hold:
+        payout.state = PayoutState.held
+        await session.flush()
+        return payout
+    if not payout.destination:
+        payout.state = PayoutState.failed
+        payout.last_error = "no connected account to transfer to"
+        await session.flush()
+        return payout
+    try:
+        result = await gateway.create_transfer(
+            amount=payout.amount_fen,
+            currency=payout.currency,
+            destination=payout.destination,
+            transfer_group=transfer_group(payout.order_id),
+            metadata={
+                "payout_id": str(payout.id),
+                "fulfilment_id": str(payout.fulfilment_id),
+                "order_id": str(payout.order_id),
+            },
+            idempotency_key=transfer_key(payout.id),
+        )
+    except ProviderRejected as exc:
+        logger.warning(
+            "transfer rejected by Stripe", extra={"payout_id": str(payout.id), "error": str(exc)}
+        )
+        payout.state = PayoutState.failed
+        payout.last_error = str(exc)
+        await session.flush()
+        return payout
+    payout.state = PayoutState.transferred
+    payout.provider_transfer_id = result.id
+    payout.last_error = None
+    await session.flush()
+    return payout
+
+
+@registry.handler(TRANSFER_JOB)
+async def transfer_payout(session: AsyncSession, payload: dict[str, Any]) -> None:
+    await execute_transfer(session, _require_gateway(), uuid.UUID(payload["payout_id"]))
+
+
+@registry.periodic("settlements.resume_transfers", every=timedelta(hours=1))
+async def resume_transfers(session: AsyncSession) -> None:
+    """Pending payouts whose job gave up (a long Stripe outage) get a new one."""
+    stale = (
+        await session.scalars(
+            select(Payout.id)
+            .where(
+                Payout.state == PayoutState.pending,
+                Payout.updated_at < func.now() - RESUME_AFTER,
+            )
+            .order_by(Payout.updated_at)
+            .limit(500)
+        )
+    ).all()
+    for payout_id in stale:
+        await request_transfer(session, payout_id)  # a job still under way makes this a no-op
