@@ -551,3 +551,29 @@ async def test_a_shipped_order_cannot_be_cancelled_by_its_buyer(api, users, shel
     )
     chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
     assert chicken.reserved == 2, "nothing returned to stock"
+
+
+async def test_a_refund_reported_before_its_payment_is_answered_503_and_applied_later(
+    api, users, shelf, session
+):
+    _, order = await place(api, users, shelf)
+    refund = make_event(
+        "refund.created",
+        {
+            "id": "re_early_1",
+            "object": "refund",
+            "amount": 1000,
+            "currency": "cny",
+            "status": "succeeded",
+            "payment_intent": intent_of(order),
+        },
+    )
+    early = await deliver(api, refund)
+    assert early.status_code == 503
+    assert early.json()["type"].endswith("/event-out-of-order")
+    assert await session.get(StripeEvent, refund["id"]) is None  # stored only once applied
+    paid = await deliver(api, intent_event("payment_intent.succeeded", order, status="succeeded"))
+    assert paid.status_code == 200
+    again = await deliver(api, refund)  # Stripe's redelivery
+    assert again.json()["outcome"] == "external-refund-recorded"
+    assert (await order_row(session, order["id"])).refunded_fen == 1000

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services import money
 from services.db import utcnow
-from services.errors import Conflict, Invalid, NotFound
+from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.ledger import service as ledger
 from services.orders import service as orders
 from services.orders.models import Order, OrderLine, OrderStatus, PaymentMethod, PaymentStatus
@@ -217,23 +217,92 @@ async def _on_canceled(session: AsyncSession, event: Event, now: datetime, enque
     return "payment-canceled"
 
 
-async def _on_refund(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
-    obj = event.object
+async def _refund_for(session: AsyncSession, obj: dict[str, Any]) -> Refund | None:
+    """Our refund behind a Stripe refund object: by Stripe's id, else by the id we sent.
+
+    Stripe's event can come before its answer to our own call (or instead of it,
+    when the answer was lost): the metadata then says which refund it is.
+    """
+    stripe_id = str(obj.get("id"))
     refund = (
         await session.scalars(
             select(Refund)
-            .where(Refund.provider_refund_id == str(obj.get("id")))
+            .where(Refund.provider_refund_id == stripe_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
     ).one_or_none()
+    if refund is not None:
+        return refund
+    ours = (obj.get("metadata") or {}).get("refund_id")
+    try:
+        refund_id = uuid.UUID(str(ours)) if ours else None
+    except ValueError:
+        refund_id = None
+    if refund_id is not None:
+        refund = (
+            await session.scalars(
+                select(Refund)
+                .where(Refund.id == refund_id, Refund.provider_refund_id.is_(None))
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).one_or_none()
+        if refund is not None:
+            refund.provider_refund_id = stripe_id
+    return refund
+
+
+async def _unnamed_external(
+    session: AsyncSession, payment: Payment, amount: int
+) -> Refund | None:
+    """A refund made in Stripe that `charge.refunded` recorded before its own event came."""
+    return (
+        await session.scalars(
+            select(Refund)
+            .where(
+                Refund.payment_id == payment.id,
+                Refund.provider_refund_id.is_(None),
+                Refund.requested_by.is_(None),
+                Refund.state == RefundState.succeeded,
+                Refund.amount_fen == amount,
+            )
+            .order_by(Refund.created_at)
+            .limit(1)
+            .with_for_update()
+        )
+    ).first()
+
+
+def _ensure_paid(payment: Payment) -> None:
+    if payment.state is not PaymentState.succeeded:
+        # A refund reported before the payment it returns: not ours to guess. Answered
+        # 503 and rolled back, so Stripe delivers it again once the payment is recorded.
+        raise Unavailable(
+            "This refund's payment is not recorded yet; deliver the event again later.",
+            reason="event-out-of-order",
+            retry_after=60,
+        )
+
+
+async def _on_refund(session: AsyncSession, event: Event, now: datetime, enqueue: Any) -> str:
+    obj = event.object
+    refund = await _refund_for(session, obj)
     status = str(obj.get("status"))
     if refund is None:
         payment = await _payment_for_intent(session, obj)
         if payment is None or status != "succeeded":
             return "unknown-refund"
-        order = await orders.lock_order(session, payment.order_id)
+        _ensure_paid(payment)
         amount = int(obj.get("amount") or 0)
+        recorded = await _unnamed_external(session, payment, amount)
+        if recorded is not None:
+            recorded.provider_refund_id = str(obj.get("id"))
+            return "external-refund-matched"
+        order = await orders.lock_order(session, payment.order_id)
+        room = order.paid_fen - await committed_refunds(session, order.id)
+        if min(amount, room) <= 0:
+            return "nothing-left-to-refund"
         refund = await _new_refund(
             session,
             order,
@@ -264,6 +333,7 @@ async def _on_charge_refunded(
     payment = await _payment_for_intent(session, event.object)
     if payment is None:
         return "unknown-intent"
+    _ensure_paid(payment)
     refunds = list(
         (
             await session.scalars(

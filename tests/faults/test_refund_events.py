@@ -3,9 +3,11 @@
 Stripe does not promise the order of its events, redelivers what was not
 acknowledged, and may tell the webhook about a refund before the refund call
 itself has been answered (always, when that answer is lost). These are the
-storm and lost-answer faults of the other fault tests, applied to refunds; they
-found the bugs below, each kept as a strict xfail naming it, so that the test
-turns red (XPASS) when the bug is fixed and its marker must go.
+storm and lost-answer faults of the other fault tests, applied to refunds. They
+found three bugs, since fixed: a refund is matched by the id we send in its
+metadata, a dashboard refund recorded from `charge.refunded` is matched by its
+amount when its own event comes, and a refund event for a payment not yet
+recorded is answered 503 and delivered again.
 """
 
 from __future__ import annotations
@@ -100,16 +102,7 @@ async def run_refund_jobs(live: Live) -> None:
     "arrival",
     [
         "as-sent",
-        pytest.param(
-            "charge-refunded-first",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: charge.refunded before refund.created counts a dashboard "
-                "refund twice: _on_charge_refunded records an 'external' refund without "
-                "provider_refund_id, then _on_refund, finding no refund with that id, "
-                "records a second one (refunded_fen 2000 for a 1000 refund)",
-            ),
-        ),
+        "charge-refunded-first",
     ],
 )
 async def test_a_refund_made_in_the_dashboard_counts_once_whatever_the_order_of_its_events(
@@ -136,14 +129,6 @@ async def test_a_refund_made_in_the_dashboard_counts_once_whatever_the_order_of_
     assert [(r.amount_fen, r.state) for r in refunds] == [(1000, RefundState.succeeded)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: refund.created for our own refund, arriving while Stripe's answer to the "
-    "refund call is lost, is taken for a dashboard refund (_on_refund looks it up by "
-    "provider_refund_id only, not by metadata.refund_id): a second refund row is recorded, "
-    "ours stays pending for ever, and the refund job then fails on every attempt "
-    "(unique provider_refund_id) until it is marked failed",
-)
 async def test_our_partial_refund_reported_by_stripe_before_its_answer_is_recorded_once(
     live: Live,
 ) -> None:
@@ -170,13 +155,6 @@ async def test_our_partial_refund_reported_by_stripe_before_its_answer_is_record
     assert failed == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: refund.created for our full refund (a late payment given back), arriving "
-    "before the refund call's answer, is a 500 (_on_refund records an 'external' refund of "
-    "0 fen, violating refunds.amount_positive); charge.refunded then settles our refund "
-    "without its provider id, so every redelivery of refund.created is a 500 again",
-)
 async def test_a_refund_event_before_the_refund_answer_is_never_a_500(live: Live) -> None:
     order = await place(live)
     async with live.factory() as session, session.begin():
