@@ -22,7 +22,6 @@ import contextlib
 import copy
 import json
 import random
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -31,7 +30,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes import stripe_forms as form
+from tests.fakes.serving import serve_in_thread
 from tests.fakes.stripe_forms import StripeFailure
 from tests.fakes.stripe_objects import (
     DECLINING_PAYMENT_METHODS,
@@ -452,35 +451,7 @@ def serve_fake_stripe(
 ) -> Iterator[FakeStripeServer]:
     """Serve a FakeStripe over real HTTP on 127.0.0.1 (a free port) until the block ends."""
     state = state if state is not None else FakeStripe()
-    # Bind first and hand uvicorn the socket: no window for another process to
-    # take the port between choosing and listening.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        state.app,
-        lifespan="off",
-        log_config=None,  # leave the process's logging configuration alone
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="fake-stripe", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + startup_timeout
-        # uvicorn offers no start-up callback across threads; its flag is the signal.
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Stripe server did not start")
-            time.sleep(0.005)
-        yield FakeStripeServer(url=f"http://127.0.0.1:{port}", state=state)
-    finally:
-        server.should_exit = True
-        state._release_held()  # held requests answer, so the graceful stop is quick
-        thread.join(startup_timeout)
-        sock.close()
+    with serve_in_thread(
+        state.app, name="fake-stripe", on_stop=state._release_held, startup_timeout=startup_timeout
+    ) as url:
+        yield FakeStripeServer(url=url, state=state)

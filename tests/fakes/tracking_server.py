@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -34,7 +33,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -43,6 +41,7 @@ from starlette.routing import Route
 from services.tracking.carriers import by_aftership_slug, by_kuaidi100_code
 from services.tracking.kuaidi100 import BEIJING, sign_md5
 from services.tracking.vocabulary import TrackingStatus
+from tests.fakes.serving import serve_in_thread
 from tests.fakes.tracking_pushes import (
     AFTERSHIP_SUBTAGS,
     KUAIDI100_CODES,
@@ -354,35 +353,10 @@ def serve_fake_tracking(
 ) -> Iterator[FakeTrackingServer]:
     """Serve a FakeTracking over real HTTP on 127.0.0.1 (a free port) until the block ends."""
     state = state if state is not None else FakeTracking()
-    # Bind first and hand uvicorn the socket: no window for another process to
-    # take the port between choosing and listening.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    with serve_in_thread(
         state.app,
-        lifespan="off",
-        log_config=None,  # leave the process's logging configuration alone
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="fake-tracking", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + startup_timeout
-        # uvicorn offers no start-up callback across threads; its flag is the signal.
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake tracking server did not start")
-            time.sleep(0.005)
-        yield FakeTrackingServer(url=f"http://127.0.0.1:{port}", state=state)
-    finally:
-        server.should_exit = True
-        state._release_held()  # held requests answer, so the graceful stop is quick
-        thread.join(startup_timeout)
-        sock.close()
+        name="fake-tracking",
+        on_stop=state._release_held,
+        startup_timeout=startup_timeout,
+    ) as url:
+        yield FakeTrackingServer(url=url, state=state)
