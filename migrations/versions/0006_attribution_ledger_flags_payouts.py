@@ -390,6 +390,22 @@ def upgrade() -> None:
             comment="When its last parcel arrived (by the carrier's or the site's clock).",
         ),
     )
+    op.add_column(
+        "fulfilments",
+        sa.Column(
+            "recognised_at",
+            sa.DateTime(timezone=True),
+            nullable=True,
+            comment="When its lines entered the attribution ledger.",
+        ),
+    )
+    op.create_index(
+        "ix_fulfilments_unrecognised",
+        "fulfilments",
+        ["delivered_at", "id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'delivered' AND recognised_at IS NULL"),
+    )
     # The ledger is evidence: the database itself refuses to change or remove a row.
     op.execute(
         """
@@ -413,6 +429,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_fulfilments_unrecognised",
+        table_name="fulfilments",
+        postgresql_where=sa.text("status = 'delivered' AND recognised_at IS NULL"),
+    )
+    op.drop_column("fulfilments", "recognised_at")
     op.drop_column("fulfilments", "delivered_at")
     op.execute("DROP TRIGGER ledger_entries_no_truncate ON ledger_entries")
     op.execute("DROP TRIGGER ledger_entries_no_update_delete ON ledger_entries")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -243,7 +243,7 @@ _DUE = (
         Fulfilment.status == FulfilmentStatus.delivered,
         Order.payment_status != PaymentStatus.unpaid,
         Order.paid_at.is_not(None),
-        ~exists().where(Recognition.fulfilment_id == Fulfilment.id),
+        Fulfilment.recognised_at.is_(None),
     )
 )
 
@@ -295,6 +295,14 @@ async def _recognise(session: AsyncSession, due: Sequence[Any], *, now: datetime
             )
         ).all()
     )
+    if claimed:
+        # Out of the partial index of what is still due (recognitions stay the guard).
+        await session.execute(
+            update(Fulfilment)
+            .where(Fulfilment.id.in_(claimed))
+            .values(recognised_at=now)
+            .execution_options(synchronize_session=False)
+        )
     rows: list[tuple[Any, ...]] = []
     recognised: list[RecognisedLine] = []
     for d in due:
@@ -357,7 +365,7 @@ async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_
     """
     due = (
         await session.execute(
-            _DUE.order_by(Fulfilment.delivered_at.nulls_first(), Fulfilment.id)
+            _DUE.order_by(Fulfilment.delivered_at, Fulfilment.id)
             .limit(limit)
             .with_for_update(of=Order, skip_locked=True)
         )

@@ -117,6 +117,13 @@ class Fulfilment(UUIDPrimaryKey, Timestamps, Base):
             "status",
             text("created_at DESC"),
         ),
+        # What income recognition still has to take: small, whatever the history.
+        Index(
+            "ix_fulfilments_unrecognised",
+            "delivered_at",
+            "id",
+            postgresql_where=text("status = 'delivered' AND recognised_at IS NULL"),
+        ),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id"))
@@ -128,6 +135,9 @@ class Fulfilment(UUIDPrimaryKey, Timestamps, Base):
     items_fen: Mapped[int] = mapped_column(BigInteger)
     delivered_at: Mapped[datetime | None] = mapped_column(
         comment="When its last parcel arrived (by the carrier's or the site's clock)."
+    )
+    recognised_at: Mapped[datetime | None] = mapped_column(
+        comment="When its lines entered the attribution ledger."
     )
 
 
