@@ -12,6 +12,9 @@ AfterShip, serve the tracking scenarios (made in SQL from the rows above).
 
     python -m bench.datagen --database-url URL [--products N] [--cooperatives N]
                             [--buyers N] [--checkout-products N] [--shipments N]
+                            [--ledger-lines N]
+
+`--ledger-lines` adds the ledger group's backlog of delivered lines (`bench/ledger.py`).
 """
 
 from __future__ import annotations
@@ -731,6 +734,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--shipments", type=int, default=0, help="shipped orders with a parcel to track"
     )
+    parser.add_argument(
+        "--ledger-lines", type=int, default=0, help="delivered lines awaiting recognition"
+    )
     args = parser.parse_args(argv)
     summary = asyncio.run(
         generate(
@@ -749,6 +755,18 @@ def main(argv: list[str] | None = None) -> None:
         f"{summary.products} products ({summary.checkout_products} stocked for checkout), "
         f"{summary.buyers} buyers, {summary.shipments} shipments in {summary.seconds:.1f} s"
     )
+    if args.ledger_lines > 0:
+        from bench import ledger
+
+        backlog = asyncio.run(
+            ledger.backlog(
+                args.database_url, args.ledger_lines, seed=args.seed, now=datetime.now(UTC)
+            )
+        )
+        print(
+            f"ledger backlog: {backlog['lines']} lines, {backlog['orders']} orders, "
+            f"{backlog['households']} households in {backlog['load_s']} s"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python -m bench.run [--products N] [--cooperatives N] [--duration S]
                         [--clients 16,64] [--order-clients 32] [--workers 2]
-                        [--only catalogue,orders,webhooks,tracking]
+                        [--only catalogue,orders,webhooks,tracking,ledger]
+                        [--ledger-lines N] [--ledger-batch-sizes 2000]
                         [--output bench/results/latest.json]
 
 Starts an embedded PostgreSQL in a temporary folder (or uses --database-url),
@@ -10,8 +11,9 @@ creates and migrates a fresh database, loads the fictional catalogue, buyers and
 shipped parcels, starts a fake Stripe in this process and the real server
 against it, measures the catalogue scenarios at every client count, then
 checkout, Stripe webhooks and tracking webhooks at every order client count,
-EXPLAINs the SQL of each catalogue scenario, takes the pgbench baseline on the
-same PostgreSQL, then stops everything.
+EXPLAINs the SQL of each catalogue scenario, loads a backlog of delivered lines
+and has `marketplace ledger-recognise` work it off (then `ledger-audit` check
+it), takes the pgbench baseline on the same PostgreSQL, then stops everything.
 `python -m bench.report` turns the JSON into BENCHMARKS.md.
 """
 
@@ -34,7 +36,7 @@ from typing import Any
 import httpx
 
 from app.settings import Settings
-from bench import checkout, datagen, load, machine, pgbench, plans, scenarios, tracking
+from bench import checkout, datagen, ledger, load, machine, pgbench, plans, scenarios, tracking
 from bench.db import create_database, drop_database, server_facts, sessions_opened, target_of
 from bench.server import running_server
 from services.db import async_url, create_engine
@@ -44,7 +46,7 @@ from tests.fakes.stripe_server import FakeStripe, serve_fake_stripe
 DATABASE = "marketplace_bench"
 PGBENCH_DATABASE = "bench_pgbench"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
-GROUPS = (*checkout.GROUPS, *tracking.GROUPS)
+GROUPS = (*checkout.GROUPS, *tracking.GROUPS, *ledger.GROUPS)
 # The groups measured at the order client counts, beside pgbench's TPC-B-like script.
 WRITE_GROUPS = {"orders", "webhooks", "tracking"}
 
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(GROUPS),
-        help="comma-separated scenario groups: catalogue, orders, webhooks, tracking "
+        help="comma-separated scenario groups: catalogue, orders, webhooks, tracking, ledger "
         "(default: all)",
     )
     parser.add_argument("--buyers", type=int, default=2_000, help="buyer accounts to generate")
@@ -91,6 +93,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=20_000,
         help="shipped cash-on-delivery orders with a parcel for the tracking pushes",
+    )
+    parser.add_argument(
+        "--ledger-lines",
+        type=int,
+        default=ledger.DEFAULT_LINES,
+        help="ledger: delivered, paid order lines in the recognition backlog",
+    )
+    parser.add_argument(
+        "--ledger-batch-sizes",
+        default=str(ledger.DEFAULT_BATCH_SIZE),
+        help="ledger: `ledger-recognise --batch-size` values, comma-separated; with several, "
+        "each works on a copy of the loaded database",
     )
     parser.add_argument(
         "--no-worker",
@@ -148,6 +162,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.client_counts = _counts(parser, "--clients", args.clients)
     args.order_client_counts = _counts(parser, "--order-clients", args.order_clients)
     args.groups = {part.strip() for part in args.only.split(",") if part.strip()}
+    args.ledger_batch_size_list = _counts(
+        parser, "--ledger-batch-sizes", args.ledger_batch_sizes, most=100_000
+    )
     if not args.groups or not args.groups <= set(GROUPS):
         parser.error(f"--only takes a comma-separated subset of {', '.join(GROUPS)}")
     if args.groups & {"orders", "webhooks"} and (args.buyers < 1 or args.checkout_products < 1):
@@ -158,6 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--shipments cannot be negative, and shipments need --buyers >= 1")
     if "tracking" in args.groups and args.shipments < 1:
         parser.error("the tracking group needs --shipments >= 1")
+    if "ledger" in args.groups and (args.ledger_lines < 1 or args.buyers < 1):
+        parser.error("the ledger group needs --ledger-lines >= 1 and --buyers >= 1")
     if not 0 < args.duration <= load.MAX_DURATION_S:
         parser.error(f"--duration must be in (0, {load.MAX_DURATION_S:.0f}]")
     if args.workers < 1:
@@ -166,13 +185,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _counts(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+def _counts(
+    parser: argparse.ArgumentParser, option: str, text: str, most: int = load.MAX_CLIENTS
+) -> list[int]:
     try:
         counts = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
         parser.error(f"{option} needs comma-separated positive integers")
-    if not counts or not 1 <= min(counts) <= max(counts) <= load.MAX_CLIENTS:
-        parser.error(f"{option} needs integers between 1 and {load.MAX_CLIENTS}")
+    if not counts or not 1 <= min(counts) <= max(counts) <= most:
+        parser.error(f"{option} needs integers between 1 and {most}")
     return counts
 
 
@@ -384,6 +405,9 @@ def pgbench_plan(args: argparse.Namespace) -> list[tuple[str, int]]:
         runs |= {(mode, clients) for mode in pgbench.MODES for clients in args.client_counts}
     if args.groups & WRITE_GROUPS:
         runs |= {("tpcb-like", clients) for clients in args.order_client_counts}
+    if "ledger" in args.groups:
+        # Recognition works over one connection: the script's figure at one client.
+        runs.add(("tpcb-like", 1))
     modes = list(pgbench.MODES)
     return sorted(runs, key=lambda run: (modes.index(run[0]), run[1]))
 
@@ -478,6 +502,8 @@ def main(argv: list[str] | None = None) -> None:
             "checkout_products": args.checkout_products,
             "webhook_events": args.webhook_events,
             "shipments": args.shipments,
+            "ledger_lines": args.ledger_lines,
+            "ledger_batch_sizes": args.ledger_batch_size_list,
             "warmup_s": args.warmup,
             "engine": args.engine,
             "max_requests": args.max_requests,
@@ -532,6 +558,12 @@ def main(argv: list[str] | None = None) -> None:
                     | tracking.aftership_settings(),
                 ) as server,
             ):
+                # The ledger commands run later with the same settings as the server.
+                app_settings = (
+                    server_settings(args)
+                    | checkout.stripe_settings(fake.url)
+                    | tracking.aftership_settings()
+                )
                 print(
                     f"server: {server.base_url}, {args.workers} workers; fake Stripe: {fake.url}",
                     flush=True,
@@ -557,10 +589,24 @@ def main(argv: list[str] | None = None) -> None:
                     product_id = None
                 captured = asyncio.run(plans.capture(url, listings, product_id))
                 report["plans"] = [plan.as_dict() for plan in captured]
+            # After the server has stopped: its job worker would recognise the backlog too.
+            if "ledger" in args.groups:
+                report["ledger"] = ledger.measure(
+                    ledger.Plan(args.ledger_lines, args.ledger_batch_size_list, args.seed),
+                    url,
+                    server_url,
+                    DATABASE,
+                    folder,
+                    app_settings,
+                    facts["version_num"],
+                    say=lambda line: print(line, flush=True),
+                )
             report["pgbench"] = baseline(args, server_url, facts["version_num"])
             attach_ratios(report["scenarios"], report["pgbench"]["runs"])
             attach_ratios(report["orders"], report["pgbench"]["runs"], mode="tpcb-like")
             attach_ratios(report["tracking"], report["pgbench"]["runs"], mode="tpcb-like")
+            if "ledger" in report:
+                ledger.attach_baseline(report["ledger"], report["pgbench"]["runs"])
         finally:
             asyncio.run(drop_database(server_url, DATABASE))
     report["machine"]["load_average_end"] = machine.describe()["load_average"]
