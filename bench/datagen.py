@@ -573,20 +573,30 @@ async def generate(
 _PARCELS = """
 CREATE TEMP TABLE bench_parcels ON COMMIT DROP AS
 WITH listed AS (
-    SELECT array_agg(id ORDER BY id) AS ids FROM products
+    -- Numbered rows, not arrays: an array in every generated row would be copied
+    -- into each of them (gigabytes of temporary files at 100,000 products).
+    SELECT id, row_number() OVER (ORDER BY id) AS i FROM products
     WHERE status = 'active' AND cooperative_active
 ), buyers AS (
-    SELECT array_agg(id ORDER BY email) AS ids FROM users WHERE role = 'buyer' AND is_active
+    SELECT id, row_number() OVER (ORDER BY email) AS i FROM users
+    WHERE role = 'buyer' AND is_active
 ), villages AS (
-    SELECT array_agg(code ORDER BY code) AS codes FROM regions WHERE level = 'village'
+    SELECT code, row_number() OVER (ORDER BY code) AS i FROM regions WHERE level = 'village'
+), sizes AS (
+    SELECT (SELECT count(*) FROM listed) AS products, (SELECT count(*) FROM buyers) AS buyers,
+           (SELECT count(*) FROM villages) AS villages
 ), picked AS (
     SELECT n,
-           listed.ids[1 + (n - 1) % cardinality(listed.ids)] AS product_id,
-           buyers.ids[1 + (n - 1) % cardinality(buyers.ids)] AS buyer_id,
-           villages.codes[1 + (n - 1) % cardinality(villages.codes)] AS village_code,
+           l.id AS product_id,
+           b.id AS buyer_id,
+           v.code AS village_code,
            $2::timestamptz + (n - 1) * ($3::interval / $1::int) AS placed_at,
            1 + n % 2 AS quantity
-    FROM generate_series(1, $1::int) AS n, listed, buyers, villages
+    FROM generate_series(1, $1::int) AS n
+    CROSS JOIN sizes
+    JOIN listed l ON l.i = 1 + (n - 1) % sizes.products
+    JOIN buyers b ON b.i = 1 + (n - 1) % sizes.buyers
+    JOIN villages v ON v.i = 1 + (n - 1) % sizes.villages
 ), priced AS (
     SELECT picked.*, p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen, p.currency,
            p.price_fen * picked.quantity AS gross_fen,
