@@ -253,9 +253,7 @@ async def _refund_for(session: AsyncSession, obj: dict[str, Any]) -> Refund | No
     return refund
 
 
-async def _unnamed_external(
-    session: AsyncSession, payment: Payment, amount: int
-) -> Refund | None:
+async def _unnamed_external(session: AsyncSession, payment: Payment, amount: int) -> Refund | None:
     """A refund made in Stripe that `charge.refunded` recorded before its own event came."""
     return (
         await session.scalars(
