@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -143,7 +144,9 @@ def by_party(rows: list[LedgerEntry]) -> dict[uuid.UUID | None, int]:
     return {k: v for k, v in out.items() if v}
 
 
-async def refund(client, users, order: dict, manager_coop: str, **body) -> dict:
+async def refund(
+    client, users, order: dict[str, Any], manager_coop: str, **body: Any
+) -> dict[str, Any]:
     manager = await users.make(Role.manager, cooperative_id=uuid.UUID(manager_coop))
     response = await client.post(
         f"/v1/orders/{order['id']}/refunds",
