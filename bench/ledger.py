@@ -455,6 +455,15 @@ TABLES = (
 )
 
 
+def _step_name(statement: str) -> str:
+    """`INSERT INTO orders`, `CREATE TEMP TABLE bl_lines`, …: what a statement writes."""
+    words = statement.split()
+    for keyword, width in (("INSERT", 3), ("CREATE", 4), ("ANALYZE", 2)):
+        if words and words[0] == keyword:
+            return " ".join(words[:width])
+    return " ".join(words[:3])
+
+
 def assessment_year_span(now: datetime) -> tuple[int, datetime, datetime]:
     """The previous calendar year in China: a whole assessment year, spike window included."""
     year = now.astimezone(CHINA).year - 1
@@ -490,8 +499,12 @@ async def backlog(url: str, lines: int, *, seed: int, now: datetime) -> dict[str
                 PLANTED_ORDER_EVERY,
                 REFUND_PERCENT,
             )
+            steps: dict[str, float] = {}
             for statement in _BACKLOG[1:]:
+                step = time.perf_counter()
                 await conn.execute(statement)
+                name = _step_name(statement)
+                steps[name] = steps.get(name, 0.0) + time.perf_counter() - step
             summary: dict[str, Any] = {
                 k: int(v) for k, v in (await conn.fetchrow(_SUMMARY) or {}).items()
             }
@@ -506,11 +519,20 @@ async def backlog(url: str, lines: int, *, seed: int, now: datetime) -> dict[str
         written_s = time.perf_counter() - started
         # As autovacuum would have left a backlog that built up over a year: visibility
         # map set, hint bits written, statistics fresh.
+        step = time.perf_counter()
         await conn.execute(f"VACUUM (ANALYZE) {TABLES}")
+        steps["VACUUM (ANALYZE)"] = time.perf_counter() - step
+        step = time.perf_counter()
         with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
             await conn.execute("CHECKPOINT")
+        steps["CHECKPOINT"] = time.perf_counter() - step
     finally:
         await conn.close()
+    summary["steps_s"] = {
+        name: round(seconds, 1)
+        for name, seconds in sorted(steps.items(), key=lambda item: -item[1])
+        if seconds >= 0.05
+    }
     return summary | {
         "year": year,
         "write_s": round(written_s, 1),
