@@ -17,6 +17,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 
 from app import errors, openapi
 from app.api import (
+    assessment,
     attribution,
     auth,
     cooperatives,
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracking.router,
         attribution.router,
         settlements.router,
+        assessment.router,
     ):
         app.include_router(router)
 

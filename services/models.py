@@ -1,9 +1,11 @@
 """Imports every area's models so that one metadata describes the whole schema."""
 
+from services.assessment import models as assessment_models
 from services.audit import models as audit_models
 from services.catalog import models as catalog_models
 from services.cooperatives import models as cooperatives_models
 from services.db import Base
+from services.exports import models as exports_models
 from services.households import models as households_models
 from services.idempotency import models as idempotency_models
 from services.jobs import models as jobs_models
@@ -17,9 +19,11 @@ from services.users import models as users_models
 metadata = Base.metadata
 
 __all__ = [
+    "assessment_models",
     "audit_models",
     "catalog_models",
     "cooperatives_models",
+    "exports_models",
     "households_models",
     "idempotency_models",
     "jobs_models",

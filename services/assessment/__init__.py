@@ -1,0 +1,1 @@
+"""Assessment: thresholds by year, household-year rows, exits, region indicators, MPI."""
