@@ -125,7 +125,9 @@ async def _work(settings: Settings, concurrency: int) -> None:
         max_overflow=settings.db_max_overflow,
     )
     from app.api.attribution import policy_from
+    from app.api.exports import export_config
     from app.main import stripe_gateway, tracking_providers
+    from services.exports.jobs import use_config
     from services.ledger import flags
     from services.payments.jobs import use_gateway
     from services.tracking.polling import use_providers
@@ -134,6 +136,7 @@ async def _work(settings: Settings, concurrency: int) -> None:
     use_gateway(gateway)
     use_providers(tracking_providers(settings))
     flags.use_policy(policy_from(settings))
+    use_config(export_config(settings))
     try:
         await upgrade(engine)
         job_worker = Worker(session_factory(engine), load_handlers(), concurrency=concurrency)
@@ -432,6 +435,23 @@ def _describe_demo(summary: DemoSummary) -> str:
             f" ({summary.expired_certificates} expired), {summary.products_with_shares}"
             " with supply shares",
         ]
+        if summary.trade is not None:
+            t = summary.trade
+            written = (
+                f"; demo thresholds written for {', '.join(map(str, t.thresholds_written))}"
+                if t.thresholds_written
+                else ""
+            )
+            lines += [
+                f"  {t.orders} orders in {t.years[0]}-{t.years[1]} ({t.delivered} delivered,"
+                f" {t.card_orders} by card, {t.under_way} under way, {t.cancelled} cancelled),"
+                f" {t.refunds} refunds, {t.buyers} buyers and {t.canteens} canteens",
+                f"  ledger: {t.recognised_lines} lines recognised; flags {t.open_flags} open,"
+                f" {t.counted_flags} counted; {t.exited} households exited,"
+                f" {t.monitored} monitored",
+                f"  {t.taobao_village}: {t.shops} online shops, near the Taobao-village test"
+                + written,
+            ]
     else:
         lines = [f"demo county {county} exists already; nothing loaded"]
     if summary.accounts:

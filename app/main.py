@@ -18,12 +18,16 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from app import errors, openapi
 from app.api import (
     assessment,
+    assessment_regions,
     attribution,
     auth,
     cooperatives,
+    exits,
+    exports,
     health,
     households,
     income,
+    mpi,
     orders,
     products,
     regions,
@@ -37,6 +41,7 @@ from app.logging import configure_logging
 from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
 from services.db import create_engine, session_factory
+from services.exports import jobs as export_jobs
 from services.jobs.service import Worker, load_handlers
 from services.ledger import flags
 from services.payments import jobs as payment_jobs
@@ -172,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The flag rules follow recognition in this process (API or in-process worker);
     # loading the handlers registers them, and the payouts, as in a separate worker.
     flags.use_policy(attribution.policy_from(settings))
+    # Export jobs of this process write where downloads read, with one pseudonym key.
+    export_jobs.use_config(exports.export_config(settings))
     load_handlers()
 
     errors.install(app)
@@ -191,6 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         attribution.router,
         settlements.router,
         assessment.router,
+        assessment_regions.router,
+        exits.router,
+        mpi.router,
+        exports.router,
     ):
         app.include_router(router)
 

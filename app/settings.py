@@ -52,6 +52,21 @@ class Settings(BaseSettings):
             "is generated once and kept in <data_dir>/pii_key. Changing it breaks dedup."
         ),
     )
+    export_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder where export jobs write their files and downloads read them (unset: "
+            "<data_dir>/exports). Shared storage when workers run on other machines."
+        ),
+    )
+    export_pseudonym_key: str | None = Field(
+        default=None,
+        description=(
+            "Key of the keyed hash (HMAC-SHA256) that stands for household ids in pseudonymous "
+            "exports. When unset, one is generated once and kept in "
+            "<data_dir>/export_pseudonym_key. Changing it changes every pseudonym."
+        ),
+    )
     token_ttl_seconds: PositiveInt = Field(
         default=3600, description="Lifetime of an access token, in seconds."
     )
@@ -194,6 +209,11 @@ class Settings(BaseSettings):
         description="Smallest income (fen) in the weeks before the assessment date that can "
         "count as a spike.",
     )
+    exit_notice_days: PositiveInt = Field(
+        default=7,
+        description="Days of public notice of an exit proposal: objections are taken during "
+        "it, the decision only after it.",
+    )
 
     @field_validator("assessment_date")
     @classmethod
@@ -219,6 +239,18 @@ class Settings(BaseSettings):
         if self.pii_key:
             return self.pii_key.encode()
         return _load_or_create_secret(self.data_dir / "pii_key").encode()
+
+    @cached_property
+    def export_path(self) -> Path:
+        """The configured export folder, or the one in the data folder."""
+        return self.export_dir if self.export_dir is not None else self.data_dir / "exports"
+
+    @cached_property
+    def export_pseudonym_secret(self) -> bytes:
+        """The configured pseudonym key, or the one generated for this data folder."""
+        if self.export_pseudonym_key:
+            return self.export_pseudonym_key.encode()
+        return _load_or_create_secret(self.data_dir / "export_pseudonym_key").encode()
 
 
 def _load_or_create_secret(path: Path) -> str:

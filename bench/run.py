@@ -4,6 +4,7 @@
                         [--clients 16,64] [--order-clients 32] [--workers 2]
                         [--only catalogue,orders,webhooks,tracking,ledger]
                         [--ledger-lines N] [--ledger-batch-sizes 2000]
+                        [--export-households N] [--export-entries N]
                         [--output bench/results/latest.json]
 
 Starts an embedded PostgreSQL in a temporary folder (or uses --database-url),
@@ -13,7 +14,10 @@ against it, measures the catalogue scenarios at every client count, then
 checkout, Stripe webhooks and tracking webhooks at every order client count,
 EXPLAINs the SQL of each catalogue scenario, loads a backlog of delivered lines
 and has `marketplace ledger-recognise` work it off (then `ledger-audit` check
-it), takes the pgbench baseline on the same PostgreSQL, then stops everything.
+it), loads a million households with ten million ledger entries into a database
+of their own and exports their household-year table as CSV through a server on
+it, beside PostgreSQL's own COPY of the same statement, takes the pgbench
+baseline on the same PostgreSQL, then stops everything.
 `python -m bench.report` turns the JSON into BENCHMARKS.md.
 """
 
@@ -36,7 +40,18 @@ from typing import Any
 import httpx
 
 from app.settings import Settings
-from bench import checkout, datagen, ledger, load, machine, pgbench, plans, scenarios, tracking
+from bench import (
+    checkout,
+    datagen,
+    exports,
+    ledger,
+    load,
+    machine,
+    pgbench,
+    plans,
+    scenarios,
+    tracking,
+)
 from bench.db import create_database, drop_database, server_facts, sessions_opened, target_of
 from bench.server import running_server
 from services.db import async_url, create_engine
@@ -46,7 +61,7 @@ from tests.fakes.stripe_server import FakeStripe, serve_fake_stripe
 DATABASE = "marketplace_bench"
 PGBENCH_DATABASE = "bench_pgbench"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
-GROUPS = (*checkout.GROUPS, *tracking.GROUPS, *ledger.GROUPS)
+GROUPS = (*checkout.GROUPS, *tracking.GROUPS, *ledger.GROUPS, *exports.GROUPS)
 # The groups measured at the order client counts, beside pgbench's TPC-B-like script.
 WRITE_GROUPS = {"orders", "webhooks", "tracking"}
 
@@ -72,8 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(GROUPS),
-        help="comma-separated scenario groups: catalogue, orders, webhooks, tracking, ledger "
-        "(default: all)",
+        help="comma-separated scenario groups: catalogue, orders, webhooks, tracking, ledger, "
+        "exports (default: all)",
     )
     parser.add_argument("--buyers", type=int, default=2_000, help="buyer accounts to generate")
     parser.add_argument(
@@ -105,6 +120,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=str(ledger.DEFAULT_BATCH_SIZE),
         help="ledger: `ledger-recognise --batch-size` values, comma-separated; with several, "
         "each works on a copy of the loaded database",
+    )
+    parser.add_argument(
+        "--export-households",
+        type=int,
+        default=exports.DEFAULT_HOUSEHOLDS,
+        help="exports: households in the exported province",
+    )
+    parser.add_argument(
+        "--export-entries",
+        type=int,
+        default=exports.DEFAULT_ENTRIES,
+        help="exports: ledger entries over the previous and this assessment year",
     )
     parser.add_argument(
         "--no-worker",
@@ -177,6 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("the tracking group needs --shipments >= 1")
     if "ledger" in args.groups and (args.ledger_lines < 1 or args.buyers < 1):
         parser.error("the ledger group needs --ledger-lines >= 1 and --buyers >= 1")
+    if "exports" in args.groups and (args.export_households < 1 or args.export_entries < 2):
+        parser.error("the exports group needs --export-households >= 1 and --export-entries >= 2")
     if not 0 < args.duration <= load.MAX_DURATION_S:
         parser.error(f"--duration must be in (0, {load.MAX_DURATION_S:.0f}]")
     if args.workers < 1:
@@ -504,6 +533,8 @@ def main(argv: list[str] | None = None) -> None:
             "shipments": args.shipments,
             "ledger_lines": args.ledger_lines,
             "ledger_batch_sizes": args.ledger_batch_size_list,
+            "export_households": args.export_households,
+            "export_entries": args.export_entries,
             "warmup_s": args.warmup,
             "engine": args.engine,
             "max_requests": args.max_requests,
@@ -601,12 +632,32 @@ def main(argv: list[str] | None = None) -> None:
                     facts["version_num"],
                     say=lambda line: print(line, flush=True),
                 )
-            report["pgbench"] = baseline(args, server_url, facts["version_num"])
-            attach_ratios(report["scenarios"], report["pgbench"]["runs"])
-            attach_ratios(report["orders"], report["pgbench"]["runs"], mode="tpcb-like")
-            attach_ratios(report["tracking"], report["pgbench"]["runs"], mode="tpcb-like")
+            # In a database of its own, through a server of its own on it, with the same
+            # configuration: its ten million entries stay out of the other groups' way.
+            if "exports" in args.groups:
+                with serve_fake_stripe(checkout.fake_stripe()) as fake:
+                    report["exports"] = exports.measure(
+                        exports.Plan(args.export_households, args.export_entries, args.seed),
+                        server_url,
+                        folder,
+                        workers=args.workers,
+                        settings=server_settings(args)
+                        | checkout.stripe_settings(fake.url)
+                        | tracking.aftership_settings(),
+                        jobs=machine.describe()["usable_cores"],
+                        say=lambda line: print(line, flush=True),
+                    )
+            # The exports group's baseline is COPY, taken above: pgbench only when a
+            # group needs it.
+            report["pgbench"] = (
+                baseline(args, server_url, facts["version_num"]) if pgbench_plan(args) else {}
+            )
+            runs = report["pgbench"].get("runs", [])
+            attach_ratios(report["scenarios"], runs)
+            attach_ratios(report["orders"], runs, mode="tpcb-like")
+            attach_ratios(report["tracking"], runs, mode="tpcb-like")
             if "ledger" in report:
-                ledger.attach_baseline(report["ledger"], report["pgbench"]["runs"])
+                ledger.attach_baseline(report["ledger"], runs)
         finally:
             asyncio.run(drop_database(server_url, DATABASE))
     report["machine"]["load_average_end"] = machine.describe()["load_average"]

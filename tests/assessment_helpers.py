@@ -77,7 +77,7 @@ async def row_of(
     """The household-year row of one household (its village, all pages walked)."""
     cursor = None
     while True:
-        params = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, Any] = {"limit": 100} | ({"cursor": cursor} if cursor else {})
         response = await household_rows(client, users, household.village_code, year=year, **params)
         assert response.status_code == 200, response.text
         body = response.json()

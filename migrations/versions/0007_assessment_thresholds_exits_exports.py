@@ -303,6 +303,7 @@ def upgrade() -> None:
         "exit_objections",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("proposal_id", sa.Uuid(), nullable=False),
+        sa.Column("county_code", sa.CHAR(length=12), nullable=False),
         sa.Column(
             "objector",
             sa.String(length=200),

@@ -29,6 +29,7 @@ from services.assessment.thresholds import thresholds_for
 from services.households.models import HouseholdStatus
 from services.households.service import GUARANTEES
 from services.pagination import Page, decode_cursor, encode_cursor
+from services.regions.codes import Level
 
 # Ledger income in this currency is assessed (the poverty line is in yuan).
 CURRENCY = "CNY"
@@ -78,23 +79,22 @@ held AS (
 ),
 ledger AS (
     SELECT e.household_id, e.year,
-           sum(e.amount_fen) AS recognised_fen,
-           coalesce(sum(e.amount_fen) FILTER (WHERE held.line_id IS NULL), 0) AS counted_fen
+           sum(e.amount_fen)::bigint AS recognised_fen,
+           coalesce(sum(e.amount_fen) FILTER (WHERE held.line_id IS NULL), 0)::bigint
+               AS counted_fen
     FROM ledger_entries e
-    JOIN hh ON hh.id = e.household_id
     LEFT JOIN held ON held.line_id = e.line_id AND held.household_id = e.household_id
-    WHERE {ledger_scope}
+    {ledger_join} {ledger_scope}
       AND e.year IN (CAST(:year AS smallint), CAST(:previous_year AS smallint))
       AND e.currency = CAST(:currency AS char(3))
     GROUP BY e.household_id, e.year
 ),
 other AS (
     SELECT i.household_id, i.year,
-           sum(CASE WHEN i.kind = 'production_cost' THEN -i.amount_fen ELSE i.amount_fen END)
-               AS net_fen
+           sum(CASE WHEN i.kind = 'production_cost' THEN -i.amount_fen
+                    ELSE i.amount_fen END)::bigint AS net_fen
     FROM household_incomes i
-    JOIN hh ON hh.id = i.household_id
-    WHERE {income_scope}
+    {income_join} {income_scope}
       AND i.year IN (CAST(:year AS smallint), CAST(:previous_year AS smallint))
       AND i.currency = CAST(:currency AS char(3))
     GROUP BY i.household_id, i.year
@@ -221,7 +221,20 @@ def household_year_sql(
     if limit is not None:
         limit_clause = "LIMIT CAST(:limit AS integer)"
         params["limit"] = limit
+    # A whole county or more: add up the year's entries of the county range in one pass
+    # (hash aggregate) and let the final LEFT JOIN pick the households; joining them
+    # first makes the planner walk the ledger household by household, at random.
+    whole = (
+        limit is None
+        and household_id is None
+        and after is None
+        and scope.level in (Level.province, Level.city, Level.county)
+    )
     sql = _SQL.format(
+        ledger_join="WHERE e.household_id IS NOT NULL AND"
+        if whole
+        else "JOIN hh ON hh.id = e.household_id\n    WHERE",
+        income_join="WHERE" if whole else "JOIN hh ON hh.id = i.household_id\n    WHERE",
         guarantees=", ".join(f"h.{g}" for g in GUARANTEES),
         scope=sql_filter("h"),
         status=status,

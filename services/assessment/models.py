@@ -142,6 +142,7 @@ class ExitObjection(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     proposal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("exit_proposals.id"), index=True)
+    county_code: Mapped[str] = mapped_column(CHAR(12))
     objector: Mapped[str | None] = mapped_column(
         String(200), comment="Who objected, as they chose to be named (may be anonymous)."
     )

@@ -22,6 +22,23 @@ from services.demo.data import (
     Organisation,
 )
 
+_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+# Registration authority 9 (market regulation) and the organisation type it assigns.
+_USCC_PREFIX = {
+    CooperativeKind.enterprise: "91",
+    CooperativeKind.household_shop: "92",
+    CooperativeKind.cooperative: "93",
+}
+
+
+def credit_code(rng: random.Random, kind: CooperativeKind) -> str:
+    """A unified social credit code with a valid check character, in the demo county."""
+    from stdnum.cn import uscc
+
+    organisation_code = "MA" + "".join(rng.choice(_USCC_ALPHABET) for _ in range(7))
+    body = f"{_USCC_PREFIX[kind]}{REGION6}{organisation_code}"
+    return body + uscc.calc_check_digit(body)
+
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:

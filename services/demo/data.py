@@ -354,3 +354,106 @@ MANAGER_PASSWORD = "demo-manager-pass"  # noqa: S105
 
 def manager_email(index: int) -> str:
     return f"demo-manager-{index}@example.com"
+
+
+# --- trade: buyers, thresholds and the Taobao-village candidate (services/demo/trade.py) ---
+
+DEMO_BUYER = Account(Role.buyer, "demo-buyer@example.com", "demo-buyer-pass", "示范买家")
+BUYER_PASSWORD = DEMO_BUYER.password  # every demo buyer and canteen shares it
+
+
+def buyer_email(index: int) -> str:
+    return DEMO_BUYER.email if index == 1 else f"demo-buyer-{index}@example.com"
+
+
+def canteen_email(index: int) -> str:
+    return f"demo-canteen-{index}@example.com"
+
+
+def shop_email(index: int) -> str:
+    return f"demo-shop-{index}@example.com"
+
+
+# Written for a demo year only when an admin has set none; round figures in the range
+# provinces have used lately (DOMAIN_FACTS), not official lines. Keyed by years before
+# the current assessment year: (poverty line, monitoring line), yuan per person.
+DEMO_LINES = {0: (4_500, 9_000), 1: (4_400, 8_800)}
+THRESHOLD_SOURCE = (
+    "示范数据 demo figures, not official: an admin sets the real lines with "
+    "PUT /v1/assessment/thresholds/{year}"
+)
+
+# Where buyers live: (province, city, district), real places, invented streets.
+BUYER_PLACES = (
+    ("广东省", "深圳市", "南山区"),
+    ("广东省", "广州市", "天河区"),
+    ("上海市", "上海市", "浦东新区"),
+    ("北京市", "北京市", "朝阳区"),
+    ("浙江省", "杭州市", "西湖区"),
+    ("江苏省", "南京市", "鼓楼区"),
+    ("湖北省", "武汉市", "洪山区"),
+    ("四川省", "成都市", "武侯区"),
+    ("福建省", "厦门市", "思明区"),
+    ("示范省", "示范市", "城关区"),
+)
+STREETS = ("人民路", "解放路", "中山路", "建设路", "长江路", "和平街", "幸福路", "文化路", "新华路")
+
+# Budget units that buy for their canteens through the 832 platform (DOMAIN_FACTS).
+INSTITUTIONS = (
+    ("示范市第一中学食堂", "城关区", "学府路88号"),
+    ("示范市人民医院职工食堂", "城关区", "健康路12号"),
+    ("示范市机关事务服务中心机关食堂", "城关区", "政通路1号"),
+    ("示范市实验小学食堂", "新城区", "育才街6号"),
+    ("示范职业技术学院后勤服务中心", "新城区", "大学路199号"),
+    ("示范市税务局机关食堂", "城关区", "财源路20号"),
+    ("示范市第二人民医院食堂", "新城区", "康宁路45号"),
+    ("示范省农业科学院职工食堂", "新城区", "农科路3号"),
+)
+
+# The village that lands near the Taobao-village test: the fruit cooperative sells its
+# own orchard's fruit in bulk to canteens, and returnees run online shops there.
+TAOBAO_VILLAGE = "白水村"
+SHOP = Organisation(
+    "白水村{surname}家网店",
+    CooperativeKind.household_shop,
+    TAOBAO_VILLAGE,
+    (Linkage.purchase_order,),
+    "返乡青年开的网店，卖自家和乡亲们的脐橙、猕猴桃和山货，村服务站统一发货。",
+    ("脐橙", "猕猴桃", "核桃", "板栗", "野生蜂蜜", "红薯粉"),
+    2,
+    (0, 2),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItem:
+    """A product of the cooperative's own orchard, sold by the box to canteens."""
+
+    title: str
+    unit: str
+    price_yuan: int
+    description: str
+
+
+ORCHARD = (
+    BulkItem(
+        "白水果业自营果园 脐橙 10kg 单位食堂装",
+        "箱",
+        86,
+        "合作社流转坡地自营的标准化果园所产，整箱直供学校、医院和机关食堂；"
+        "农户以土地租金和园内务工分享收益。",
+    ),
+    BulkItem(
+        "白水果业自营果园 猕猴桃 5kg 单位食堂装",
+        "箱",
+        74,
+        "合作社自营果园的红心猕猴桃，按食堂用量整箱配送，可签订季度供货协议。",
+    ),
+)
+
+REFUND_REASONS = (
+    "一箱运输途中压坏，退这一件的货款",
+    "少发了一件，退款",
+    "部分果子变质，协商退一件",
+    "包装破损漏液，退一件",
+)

@@ -1,4 +1,9 @@
-"""Load the demo county through the service functions, so every rule applies to it too."""
+"""Load the demo county through the service functions, so every rule applies to it too.
+
+First the county (regions, sites, file cards, organisations, catalogue), then two years
+of trade over it (`trade`, `village`) and what officers made of it (`outcomes`): one
+seeded generator, one transaction, and only when the county is not there yet.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,22 @@ import random
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog import service as catalog
 from services.cooperatives import service as cooperatives
 from services.cooperatives.models import Cooperative, CooperativeKind
-from services.demo import data
-from services.demo.catalogue import make_certificate, make_products, split_shares
+from services.demo import data, outcomes, village
+from services.demo.catalogue import credit_code, make_certificate, make_products, split_shares
 from services.demo.people import DemoHousehold, IdNumbers, cadre_pool, make_household, person_name
+from services.demo.trade import CANTEEN_ORDERS, RETAIL_ORDERS, Calendar, Plan, Seller, Stage, Trader
 from services.households import service as households
 from services.households.models import Labour, Sex
+from services.ledger import service as ledger
+from services.ledger.models import AttributionFlag, FlagStatus
 from services.regions import service as regions
 from services.regions.models import Region, ServiceSite
 from services.users.models import Role, User
@@ -30,13 +38,8 @@ CERTIFIED = 33
 EXPIRED = 2
 WITH_SHARES = 0.85
 _WORKING = frozenset({Labour.ordinary, Labour.skilled})
-_USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-# Registration authority 9 (market regulation) and the organisation type it assigns.
-_USCC_PREFIX = {
-    CooperativeKind.enterprise: "91",
-    CooperativeKind.household_shop: "92",
-    CooperativeKind.cooperative: "93",
-}
+REFUNDS = 4
+BUYER_SCOPE = "own orders"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,31 @@ class DemoSummary:
     incomes: int = 0
     cadres: int = 0
     accounts: tuple[DemoAccount, ...] = ()
+    trade: TradeSummary | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSummary:
+    """Two years of orders and what followed from them."""
+
+    years: tuple[int, int]
+    thresholds_written: tuple[int, ...]
+    buyers: int
+    canteens: int
+    shops: int
+    orders: int
+    delivered: int
+    card_orders: int
+    under_way: int
+    cancelled: int
+    refunds: int
+    recognised_lines: int
+    open_flags: int
+    counted_flags: int
+    incomes: int
+    exited: int
+    monitored: int
+    taobao_village: str
 
 
 async def load_demo(
@@ -101,7 +129,7 @@ async def load_demo(
     ]
     officer = await _staff(session, data.OFFICER, county_code=county_code)
     accounts.append(_account(data.OFFICER, _county_scope(county_code)))
-    await _staff(session, data.OPERATOR, site_id=sites[0].id)
+    operator = await _staff(session, data.OPERATOR, site_id=sites[0].id)
     accounts.append(_account(data.OPERATOR, sites[0].name))
 
     cards = _cards(rng, today)
@@ -114,13 +142,34 @@ async def load_demo(
     ]
     accounts += [o.account for o in organisations]
     poor_ids = {household_ids[i] for i, card in enumerate(cards) if card.card.poor}
-    products, with_shares = await _products(session, rng, organisations, poor_ids, now=now)
+    calendar = Calendar(now)
+    # Shares in force from before the first demo order: each sale snapshots them when paid.
+    shares_from = calendar.start(calendar.years[0]) - timedelta(days=31)
+    taken: set[str] = set()
+    products, with_shares = await _products(
+        session, rng, organisations, poor_ids, taken=taken, shares_from=shares_from
+    )
     chosen = rng.sample(products, k=CERTIFIED)
     for serial, product_id in enumerate(chosen, start=1):
         certificate = make_certificate(rng, serial, today, expired=serial <= EXPIRED)
         await catalog.certify(session, officer, product_id, certificate)
 
+    accounts.append(_account(data.DEMO_BUYER, BUYER_SCOPE))
+    trade, extra = await _trade(
+        session,
+        rng,
+        calendar,
+        staff=(admin, officer, operator),
+        site_id=sites[0].id,
+        organisations=organisations,
+        households=list(zip(household_ids, cards, strict=True)),
+        taken=taken,
+        shares_from=shares_from,
+        today=today,
+    )
+
     kinds = Counter(o.spec.kind.value for o in organisations)
+    kinds[CooperativeKind.household_shop.value] += trade.shops
     return DemoSummary(
         created=True,
         county_code=county_code,
@@ -131,15 +180,167 @@ async def load_demo(
         households=len(cards),
         poor_households=len(poor_ids),
         persons=sum(len(card.card.members) for card in cards),
-        memberships=sum(len(o.members) for o in organisations),
-        products=len(products),
+        memberships=sum(len(o.members) for o in organisations) + extra.memberships,
+        products=len(products) + extra.products,
         certified=CERTIFIED,
         expired_certificates=EXPIRED,
-        products_with_shares=with_shares,
-        incomes=sum(len(card.incomes) for card in cards),
+        products_with_shares=with_shares + extra.products_with_shares,
+        incomes=sum(len(card.incomes) for card in cards) + trade.incomes,
         cadres=sum(len(card.cadres) for card in cards),
         accounts=tuple(accounts),
+        trade=trade,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Extra:
+    """What trade added to the catalogue: the Taobao village's shops and orchard."""
+
+    products: int
+    products_with_shares: int
+    memberships: int
+
+
+async def _trade(
+    session: AsyncSession,
+    rng: random.Random,
+    calendar: Calendar,
+    *,
+    staff: tuple[User, User, User],
+    site_id: uuid.UUID,
+    organisations: list[_Loaded],
+    households: list[tuple[uuid.UUID, DemoHousehold]],
+    taken: set[str],
+    shares_from: datetime,
+    today: date,
+) -> tuple[TradeSummary, _Extra]:
+    """Two years of orders over the catalogue, recognised, and what officers did about them."""
+    admin, officer, operator = staff
+    this = calendar.this_year
+    written, thresholds = await outcomes.write_thresholds(session, admin, calendar)
+    sellers = [
+        Seller(o.id, o.spec.kind, data.VILLAGE_BY_NAME[o.spec.village].code, o.manager)
+        for o in organisations
+    ]
+    home = data.VILLAGE_BY_NAME[data.TAOBAO_VILLAGE]
+    stores = [s for s in sellers if s.village_code == home.code]
+    shops = await village.open_shops(
+        session,
+        rng,
+        admin=admin,
+        officer=officer,
+        count=village.shops_needed(thresholds[this], home, len(stores)),
+        neighbours=[h for h, c in households if c.card.poor and c.card.village_code == home.code],
+        taken=taken,
+        shares_from=shares_from,
+    )
+    fruit = next(s for s in stores if s.kind is CooperativeKind.cooperative)
+    orchard = await village.open_orchard(session, fruit)
+
+    trader = Trader(session, rng, calendar, operator=operator, site_id=site_id)
+    await trader.open([*sellers, *shops.sellers], leave_out=set(orchard))
+    await trader.register_buyers()
+    rank = {household_id: index for index, (household_id, _) in enumerate(households)}
+    plans = [trader.retail(year) for year in calendar.years for _ in range(RETAIL_ORDERS)]
+    plans += [trader.canteen(year) for year in calendar.years for _ in range(CANTEEN_ORDERS)]
+    plans += village.shop_plans(trader, [*stores, *shops.sellers])
+    plans += trader.unfinished()
+    cards = {household_id: card.card for household_id, card in households}
+    insider = trader.insider(
+        this,
+        *rng.choice(
+            [
+                (item, cards[household_id])
+                for item in trader.items
+                if item.seller.village_code != home.code
+                for household_id in sorted(item.suppliers, key=rank.__getitem__)
+                if cards[household_id].phone
+            ]
+        ),
+    )
+    await _carry(trader, [*plans, insider])
+    sold = await village.village_sales(session, home.code)
+    await _carry(
+        trader,
+        [
+            plan
+            for year in calendar.years
+            for plan in village.bulk_plans(
+                trader,
+                [trader.catalogue[product] for product in orchard],
+                year=year,
+                threshold=thresholds[year],
+                sold_fen=sold.get(year, 0),
+            )
+        ],
+    )
+
+    # Each delivery's outbox job would recognise it; the backlog run does the same in
+    # batches, with the flag rules and payouts following every batch.
+    recognised = 0
+    while lines := await ledger.recognise_due(session, now=calendar.now):
+        recognised += lines
+    refundable = [
+        plan
+        for plan in trader.carried
+        if plan.stage is Stage.delivered
+        and not plan.card
+        and plan.address is not None
+        and plan is not insider
+        and plan.delivered_at >= calendar.start(this)
+        and plan.buyer in trader.people
+        and trader.catalogue[plan.lines[0][0]].seller.village_code != home.code
+    ]
+    refunds = rng.sample(refundable, k=min(REFUNDS, len(refundable)))
+    for plan in refunds:
+        await trader.refund(plan, rng.choice(data.REFUND_REASONS))
+    incomes = await outcomes.record_incomes(
+        session, rng, officer, households, calendar=calendar, today=today
+    )
+    counted = await outcomes.rule_on_flags(
+        session, officer, {c.id for c in trader.canteens}, rank=rank, now=calendar.now
+    )
+    exited, monitored = await outcomes.exits(session, rng, officer, calendar=calendar, rank=rank)
+    open_flags = await session.scalar(
+        select(func.count())
+        .select_from(AttributionFlag)
+        .where(
+            AttributionFlag.county_code == data.COUNTY[0],
+            AttributionFlag.status == FlagStatus.open,
+        )
+    )
+    stages = Counter(plan.stage for plan in trader.carried)
+    summary = TradeSummary(
+        years=calendar.years,
+        thresholds_written=tuple(written),
+        buyers=len(trader.people),
+        canteens=len(trader.canteens),
+        shops=len(shops.sellers),
+        orders=len(trader.carried),
+        delivered=stages[Stage.delivered],
+        card_orders=sum(plan.card for plan in trader.carried),
+        under_way=stages[Stage.shipped] + stages[Stage.ready],
+        cancelled=stages[Stage.cancelled] + stages[Stage.refused],
+        refunds=len(refunds),
+        recognised_lines=recognised,
+        open_flags=open_flags or 0,
+        counted_flags=counted,
+        incomes=incomes,
+        exited=len(exited),
+        monitored=len(monitored),
+        taobao_village=home.name,
+    )
+    extra = _Extra(
+        products=shops.products + len(orchard),
+        products_with_shares=shops.products_with_shares,
+        memberships=shops.memberships,
+    )
+    return summary, extra
+
+
+async def _carry(trader: Trader, plans: list[Plan]) -> None:
+    for plan in sorted(plans, key=lambda p: p.placed_at):
+        await trader.carry(plan)
 
 
 async def _register(
@@ -184,7 +385,7 @@ async def _organisation(
         cooperatives.NewCooperative(
             name=name,
             kind=spec.kind,
-            credit_code=_credit_code(rng, spec.kind),
+            credit_code=credit_code(rng, spec.kind),
             village_code=data.VILLAGE_BY_NAME[spec.village].code,
             linkages=list(spec.linkages),
             description=spec.description,
@@ -220,10 +421,13 @@ async def _products(
     organisations: list[_Loaded],
     poor_ids: set[uuid.UUID],
     *,
-    now: datetime,
+    taken: set[str],
+    shares_from: datetime,
 ) -> tuple[list[uuid.UUID], int]:
-    """Every organisation's products, most with supply shares; their ids and how many shared."""
-    taken: set[str] = set()
+    """Every organisation's products, most with supply shares; their ids and how many shared.
+
+    Titles used are added to `taken`.
+    """
     products: list[uuid.UUID] = []
     with_shares = 0
     for organisation in organisations:
@@ -241,7 +445,7 @@ async def _products(
             shares = split_shares(rng, suppliers, most=most)
             if not shares:
                 continue
-            await catalog.set_shares(session, manager, product.id, shares, now=now)
+            await catalog.set_shares(session, manager, product.id, shares, now=shares_from)
             with_shares += 1
     return products, with_shares
 
@@ -325,14 +529,6 @@ def _pick_members(
     return keyed[-count:]
 
 
-def _credit_code(rng: random.Random, kind: CooperativeKind) -> str:
-    from stdnum.cn import uscc
-
-    organisation_code = "MA" + "".join(rng.choice(_USCC_ALPHABET) for _ in range(7))
-    body = f"{_USCC_PREFIX[kind]}{data.REGION6}{organisation_code}"
-    return body + uscc.calc_check_digit(body)
-
-
 async def _staff(
     session: AsyncSession,
     account: data.Account,
@@ -365,7 +561,7 @@ def _account(account: data.Account, scope: str) -> DemoAccount:
 
 async def _existing_accounts(session: AsyncSession) -> tuple[DemoAccount, ...]:
     """The demo accounts still present, for a reminder when nothing new is loaded."""
-    fixed = {a.email: a for a in (data.ADMIN, data.OFFICER, data.OPERATOR)}
+    fixed = {a.email: a for a in (data.ADMIN, data.OFFICER, data.OPERATOR, data.DEMO_BUYER)}
     managers = {data.manager_email(i) for i in range(1, len(data.ORGANISATIONS) + 1)}
     rows = await session.execute(
         select(User, Cooperative.name, ServiceSite.name)
@@ -381,8 +577,15 @@ async def _existing_accounts(session: AsyncSession) -> tuple[DemoAccount, ...]:
             Role.officer: _county_scope(user.county_code or ""),
             Role.manager: cooperative_name or "",
             Role.site_operator: site_name or "",
+            Role.buyer: BUYER_SCOPE,
         }.get(user.role, "")
         password = fixed[user.email].password if user.email in fixed else data.MANAGER_PASSWORD
         found.append(DemoAccount(user.role.value, user.email, password, scope))
-    rank = [Role.admin.value, Role.officer.value, Role.site_operator.value, Role.manager.value]
+    rank = [
+        Role.admin.value,
+        Role.officer.value,
+        Role.site_operator.value,
+        Role.manager.value,
+        Role.buyer.value,
+    ]
     return tuple(sorted(found, key=lambda a: rank.index(a.role)))

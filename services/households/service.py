@@ -308,7 +308,9 @@ async def change_status(
             from_status=current.value,
             to_status=to.value,
         )
-    if to in WORKFLOW_ONLY and not workflow:
+    # Out of exit_proposed only a decision on the open proposal moves it, so that no
+    # proposal is left open behind a household that has moved on.
+    if (to in WORKFLOW_ONLY or current is HouseholdStatus.exit_proposed) and not workflow:
         raise Conflict(
             f"Moving to {to.value} goes through the exit workflow.",
             field="status",
