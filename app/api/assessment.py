@@ -33,7 +33,10 @@ async def read_thresholds(session: SessionDep, actor: Officer, year: int) -> Thr
 @router.put(
     "/thresholds/{year}",
     response_model=ThresholdsOut,
-    responses={**ERRORS, 201: {"model": ThresholdsOut, "description": "Created"}},
+    responses={
+        **problem_responses(400, 401, 403, 404, 413, 422),
+        201: {"model": ThresholdsOut, "description": "Created"},
+    },
 )
 async def put_thresholds(
     body: ThresholdsIn, session: SessionDep, actor: Admin, year: int, response: Response

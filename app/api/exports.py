@@ -65,7 +65,7 @@ def _out(export: Export) -> ExportOut:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExportOut,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
 )
 async def request_export(
     body: ExportIn, session: SessionDep, actor: Officer, response: Response
