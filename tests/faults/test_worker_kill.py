@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL in the middle of its work: the work completes once after restart.
 
-Two cases, each on a committed database of its own:
+Three cases, each on a committed database of its own:
 
 - The expiry run (`orders.expire_reservations`, a periodic task of the real
   `marketplace worker`) over 120 Stripe orders whose reservations the test moves
@@ -15,12 +15,21 @@ Two cases, each on a committed database of its own:
   option for it, so both workers here are tests/faults/worker_process.py, the
   CLI's setup with a 3-second lease. The second worker claims them again, Stripe
   replays its answer to the same idempotency key, and each job finishes once.
-
-(The issue also names an export job killed mid-run: exports do not exist yet.)
+- An export job (`exports.run`, the household-year rows of 120 households as
+  JSON Lines), killed midway. A trigger of the test's own makes the export's
+  first progress report, after its first batch of 40 rows, wait for an advisory
+  lock the test holds: the job stops with its status `running` and those 40 rows
+  in the file of its work folder. (A CSV is one COPY whose output arrives in
+  chunks the network decides: its first report may come with the whole file.)
+  Nothing of the attempt may be visible as done; once the lease (3 seconds, as
+  above) has run out, a second worker writes the export once, with the manifest
+  of the file it leaves, and the killed attempt's work folder is gone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -37,12 +46,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.main import create_app
 from services.db import create_engine, session_factory
+from services.exports.pseudonyms import pseudonym
+from services.exports.service import EXPORT_JOB
 from services.jobs.models import Job, JobSchedule
 from services.jobs.service import enqueue
 from services.orders import flows
 from services.orders.models import Order, OrderEvent, OrderStatus
 from services.payments.models import Payment
-from tests.conftest import _asyncpg_args
+from services.users.models import Role, User
+from tests.assessment_helpers import THIS_YEAR
+from tests.conftest import _PASSWORD_HASH, _asyncpg_args
+from tests.factories import Builder, build_regions
 from tests.fakes.stripe_server import FakeStripe, FakeStripeServer
 from tests.faults.helpers import (
     app_settings,
@@ -64,6 +78,21 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 CANCEL = "POST /v1/payment_intents/{id}/cancel"
 CANCEL_JOB = "payments.cancel_intent"
 EXPIRY = "orders.expire_reservations"
+
+# The advisory lock an export's first progress report with rows written waits for
+# (the report that sets `running` writes none), through a trigger of the test's own
+# database. Shared, so that it holds up nothing but that report.
+HOLD = 7_423_110_901
+BATCH = 40  # rows an export reads at a time in that test (of 120)
+HOLD_PROGRESS = f"""
+CREATE FUNCTION hold_export_progress() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({HOLD});
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_export_progress BEFORE UPDATE ON exports FOR EACH ROW
+    WHEN (NEW.rows_written > 0) EXECUTE FUNCTION hold_export_progress();
+"""
 
 
 async def unpaid_orders(
@@ -286,6 +315,191 @@ async def test_a_job_whose_worker_was_killed_runs_again_after_its_lease_and_comp
     assert len(replayed) == 4
 
 
+async def households_to_export(url: str, count: int) -> tuple[User, User, str, list[uuid.UUID]]:
+    """An admin, an officer of the county, the county's code and `count` of its households."""
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            admin = User(email="admin@example.com", password_hash=_PASSWORD_HASH, role=Role.admin)
+            session.add(admin)
+            await session.flush()
+            world = Builder(session, admin, await build_regions(session))
+            officer = User(
+                email="officer@example.com",
+                password_hash=_PASSWORD_HASH,
+                role=Role.officer,
+                county_code=world.county.county,
+            )
+            session.add(officer)
+            households = [(await world.household()).id for _ in range(count)]
+    finally:
+        await engine.dispose()
+    return admin, officer, world.county.county, households
+
+
+async def test_an_export_whose_worker_was_killed_midway_is_written_once_after_its_lease(
+    server_url: str, tmp_path: Path
+) -> None:
+    processes: list[subprocess.Popen[bytes]] = []
+    async with committed_database(server_url, "marketplace_kill_export") as url:
+        admin, officer, county, households = await households_to_export(url, 120)
+        data = tmp_path / "data"
+        settings = app_settings(url, data)
+        folder = settings.export_path  # where the workers of `data` write, too
+        app = create_app(settings)
+        monitor = await asyncpg.connect(**_asyncpg_args(url))
+        blocker = await asyncpg.connect(**_asyncpg_args(url))
+        try:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://kill") as client:
+                answer = await client.put(
+                    f"/v1/assessment/thresholds/{THIS_YEAR}",
+                    json={"poverty_line_yuan": 100, "monitoring_line_yuan": 150},
+                    headers=auth(admin),
+                )
+                assert answer.status_code in (200, 201), answer.text
+                answer = await client.post(
+                    "/v1/exports",
+                    json={
+                        "table": "household_year",
+                        "format": "jsonl",
+                        "region": county,
+                        "year": THIS_YEAR,
+                    },
+                    headers=auth(officer),
+                )
+                assert answer.status_code == 202, answer.text
+                export_id = uuid.UUID(answer.json()["id"])
+                location = answer.headers["Location"]
+                name = f"household_year-{county}-{THIS_YEAR}-{export_id}.jsonl"
+                work = folder / f".work-{export_id}"
+
+                await monitor.execute(HOLD_PROGRESS)
+                holding = blocker.transaction()
+                await holding.start()
+                await blocker.execute("SELECT pg_advisory_xact_lock($1)", HOLD)
+                blocker_pid = await blocker.fetchval("SELECT pg_backend_pid()")
+
+                log = tmp_path / "workers.log"
+                env = service_env(url, data)
+                worker = [sys.executable, "-m", "tests.faults.worker_process", "--lease", "3"]
+                # A report after each batch of 40 rows: the first one comes mid-file.
+                batches = ["--export-batch-rows", str(BATCH), "--export-progress-every", str(BATCH)]
+                first = spawn([*worker, *batches], env, log)
+                processes.append(first)
+                held: list[int] = []
+
+                async def report_is_held() -> bool:
+                    held[:] = [
+                        row["pid"]
+                        for row in await monitor.fetch(
+                            "SELECT pid FROM pg_stat_activity"
+                            " WHERE $1 = ANY(pg_blocking_pids(pid))",
+                            blocker_pid,
+                        )
+                    ]
+                    return bool(held)
+
+                await eventually(report_is_held, within=60, what="the export's first report")
+                # Mid-export: `running` (a report committed apart from the job), a batch
+                # of rows in the file of its work folder, no manifest.
+                assert len(held) == 1
+                export = await monitor.fetchrow(
+                    "SELECT status, rows_expected, rows_written, file_name, sha256"
+                    " FROM exports WHERE id = $1",
+                    export_id,
+                )
+                assert dict(export) == {
+                    "status": "running",
+                    "rows_expected": len(households),
+                    "rows_written": 0,
+                    "file_name": None,
+                    "sha256": None,
+                }
+                assert (_files_in(folder), _files_in(work)) == ([work.name], [name])
+                first.kill()
+                assert first.wait(30) == -signal.SIGKILL
+
+                # The dead worker's report still waits for the lock; once it has it, it
+                # finds its client gone and rolls back.
+                orphan = held[0]
+                await holding.rollback()
+
+                async def orphan_gone() -> bool:
+                    return not await monitor.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", orphan
+                    )
+
+                await eventually(orphan_gone, within=30, what="the killed report's session ending")
+                await monitor.execute("DROP TRIGGER hold_export_progress ON exports")
+
+                # Nothing of the killed attempt is done: no manifest, no file to download.
+                killed = (await client.get(location, headers=auth(officer))).json()
+                assert (killed["status"], killed["rows_written"], killed["manifest"]) == (
+                    "running",
+                    0,
+                    None,
+                )
+                refused = await client.get(f"{location}/download", headers=auth(officer))
+                assert refused.status_code == 409
+                assert refused.json()["type"] == "/problems/export-not-done"
+                # Its half file stays in its work folder, under no final name, until the
+                # job runs again.
+                assert (_files_in(folder), _files_in(work)) == ([work.name], [name])
+                half = (work / name).read_bytes()
+                job = await monitor.fetchrow(
+                    "SELECT attempts, locked_by, finished_at FROM jobs WHERE kind = $1",
+                    EXPORT_JOB,
+                )
+                assert job["attempts"] == 1 and job["locked_by"] is not None
+                assert job["finished_at"] is None
+
+                second = spawn(worker, env, log)
+                processes.append(second)
+
+                async def export_done() -> bool:
+                    status = await monitor.fetchval(
+                        "SELECT status FROM exports WHERE id = $1", export_id
+                    )
+                    return bool(status == "done")
+
+                await eventually(export_done, within=60, what="the export after restart")
+                assert stop(second) == 0, log.read_text(errors="replace")[-3000:]
+
+                done = (await client.get(location, headers=auth(officer))).json()
+                download = await client.get(f"{location}/download", headers=auth(officer))
+            jobs = await monitor.fetch(
+                "SELECT attempts, finished_at, failed_at FROM jobs WHERE kind = $1", EXPORT_JOB
+            )
+            left = _files_in(folder)
+            key = settings.export_pseudonym_secret  # what the workers of `data` used
+        finally:
+            _kill_left(processes)
+            await blocker.close()
+            await monitor.close()
+            await app.state.engine.dispose()
+
+    manifest = done["manifest"]
+    assert done["status"] == "done"
+    assert done["rows_written"] == manifest["rows"] == len(households)
+    assert manifest["file_name"] == name
+    assert download.status_code == 200, download.text
+    assert hashlib.sha256(download.content).hexdigest() == manifest["sha256"]
+    assert len(download.content) == manifest["bytes"]
+    lines = download.content.splitlines(keepends=True)
+    assert sorted(json.loads(line)["household_pseudonym"] for line in lines) == sorted(
+        pseudonym(key, household) for household in households
+    )
+    # The killed attempt had written its first batch, the start of the same file (a
+    # batch, some 26 kB, is more than the file's buffer: it went to disk at once).
+    assert half == b"".join(lines[:BATCH])
+    # Run twice, finished once; the final file alone is left, its work folder gone.
+    assert [(j["attempts"], j["finished_at"] is not None, j["failed_at"]) for j in jobs] == [
+        (2, True, None)
+    ]
+    assert left == [name]
+
+
 async def _cancelled(session: AsyncSession) -> int:
     cancelled = await session.scalar(
         select(func.count()).select_from(Order).where(Order.status == OrderStatus.cancelled)
@@ -308,6 +522,10 @@ def _cancelled_at_stripe(stripe: FakeStripe) -> Counter[str]:
         for e in list(stripe.events)
         if e["type"] == "payment_intent.canceled"
     )
+
+
+def _files_in(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
 
 
 def _kill_left(processes: list[subprocess.Popen[bytes]]) -> None:
