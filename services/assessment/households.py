@@ -67,7 +67,6 @@ WITH hh AS (
     SELECT h.id, h.county_code, h.village_code, h.poor, h.status, {guarantees}
     FROM households h
     WHERE {scope}{status}{after}
-    ORDER BY h.village_code, h.id
     {inner_limit}
 ),
 held AS (
@@ -78,26 +77,41 @@ held AS (
     WHERE f.status <> 'counted' AND {flag_scope}
 ),
 ledger AS (
-    SELECT e.household_id, e.year,
-           sum(e.amount_fen)::bigint AS recognised_fen,
-           coalesce(sum(e.amount_fen) FILTER (WHERE held.line_id IS NULL), 0)::bigint
-               AS counted_fen
+    -- One row per household with both years side by side: one pass, one join.
+    SELECT e.household_id,
+           coalesce(sum(e.amount_fen) FILTER (WHERE e.year = CAST(:year AS smallint)), 0)::bigint
+               AS recognised_fen,
+           coalesce(sum(e.amount_fen) FILTER (
+               WHERE e.year = CAST(:year AS smallint) AND held.line_id IS NULL), 0)::bigint
+               AS counted_fen,
+           coalesce(sum(e.amount_fen) FILTER (
+               WHERE e.year = CAST(:previous_year AS smallint) AND held.line_id IS NULL), 0)::bigint
+               AS previous_counted_fen,
+           bool_or(e.year = CAST(:previous_year AS smallint)) AS has_previous
     FROM ledger_entries e
     LEFT JOIN held ON held.line_id = e.line_id AND held.household_id = e.household_id
     {ledger_join} {ledger_scope}
       AND e.year IN (CAST(:year AS smallint), CAST(:previous_year AS smallint))
       AND e.currency = CAST(:currency AS char(3))
-    GROUP BY e.household_id, e.year
+    GROUP BY e.household_id
 ),
 other AS (
-    SELECT i.household_id, i.year,
-           sum(CASE WHEN i.kind = 'production_cost' THEN -i.amount_fen
-                    ELSE i.amount_fen END)::bigint AS net_fen
-    FROM household_incomes i
-    {income_join} {income_scope}
-      AND i.year IN (CAST(:year AS smallint), CAST(:previous_year AS smallint))
-      AND i.currency = CAST(:currency AS char(3))
-    GROUP BY i.household_id, i.year
+    SELECT i.household_id,
+           coalesce(sum(i.signed_fen) FILTER (WHERE i.year = CAST(:year AS smallint)), 0)::bigint
+               AS net_fen,
+           coalesce(sum(i.signed_fen) FILTER (
+               WHERE i.year = CAST(:previous_year AS smallint)), 0)::bigint AS previous_net_fen,
+           bool_or(i.year = CAST(:previous_year AS smallint)) AS has_previous
+    FROM (
+        SELECT i.household_id, i.year,
+               CASE WHEN i.kind = 'production_cost' THEN -i.amount_fen ELSE i.amount_fen END
+                   AS signed_fen
+        FROM household_incomes i
+        {income_join} {income_scope}
+          AND i.year IN (CAST(:year AS smallint), CAST(:previous_year AS smallint))
+          AND i.currency = CAST(:currency AS char(3))
+    ) i
+    GROUP BY i.household_id
 ),
 people AS (
     SELECT m.household_id, count(*) AS size,
@@ -115,16 +129,15 @@ figures AS (
            CASE WHEN p.size > 0 THEN floor(
                (coalesce(l.counted_fen, 0) + coalesce(o.net_fen, 0))::numeric / p.size
            )::bigint END AS per_capita_fen,
-           CASE WHEN p.size > 0 AND (lp.household_id IS NOT NULL OR op.household_id IS NOT NULL)
+           CASE WHEN p.size > 0 AND (l.has_previous OR o.has_previous)
                THEN floor(
-                   (coalesce(lp.counted_fen, 0) + coalesce(op.net_fen, 0))::numeric / p.size
+                   (coalesce(l.previous_counted_fen, 0) + coalesce(o.previous_net_fen, 0))::numeric
+                   / p.size
                )::bigint END AS previous_per_capita_fen
     FROM hh
     LEFT JOIN people p ON p.household_id = hh.id
-    LEFT JOIN ledger l ON l.household_id = hh.id AND l.year = CAST(:year AS smallint)
-    LEFT JOIN ledger lp ON lp.household_id = hh.id AND lp.year = CAST(:previous_year AS smallint)
-    LEFT JOIN other o ON o.household_id = hh.id AND o.year = CAST(:year AS smallint)
-    LEFT JOIN other op ON op.household_id = hh.id AND op.year = CAST(:previous_year AS smallint)
+    LEFT JOIN ledger l ON l.household_id = hh.id
+    LEFT JOIN other o ON o.household_id = hh.id
 ),
 verdicts AS (
     SELECT f.*,
@@ -239,7 +252,11 @@ def household_year_sql(
         scope=sql_filter("h"),
         status=status,
         after=keyset,
-        inner_limit="" if filters.on_verdicts else limit_clause,
+        inner_limit=(
+            ""
+            if filters.on_verdicts or not limit_clause
+            else f"ORDER BY h.village_code, h.id\n    {limit_clause}"
+        ),
         flag_scope=sql_filter("f", village_column=None),
         ledger_scope=sql_filter("e", village_column=None),
         income_scope=sql_filter("i", village_column=None),
