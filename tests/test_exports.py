@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openpyxl
 import pytest
-from sqlalchemy import func, literal, select, text, update
+from sqlalchemy import delete, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.main import create_app
@@ -24,11 +24,14 @@ from app.settings import Settings
 from services.assessment.households import COLUMNS
 from services.audit.models import AuditEvent
 from services.db import create_engine
+from services.exports import jobs as export_jobs
 from services.exports import runner, writers
 from services.exports.models import Export, ExportStatus
 from services.exports.pseudonyms import pseudonym, pseudonym_sql
+from services.exports.sources import neutralised
 from services.jobs.models import Job
-from services.jobs.service import Worker, load_handlers
+from services.jobs.service import Worker, enqueue, load_handlers, unfinished
+from services.regions.models import Region
 from services.schema import upgrade
 from services.users.models import Role
 from tests.assessment_helpers import THIS_YEAR, add_income, household_rows, set_thresholds
@@ -440,6 +443,199 @@ async def test_a_job_failing_midway_leaves_no_file_and_runs_again_from_the_start
     shown = (await client.get(response.headers["Location"], headers=users.auth(officer))).json()
     assert shown["status"] == "done" and shown["manifest"]["rows"] == 3
     assert files_in(exports) == [shown["manifest"]["file_name"]]
+
+
+# --- spreadsheets: text people typed never runs as a formula ---------------------------------
+
+FORMULA = '=HYPERLINK("http://x","y")'
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("=1+2", "'=1+2"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("王=大山", "王=大山"),
+        (" =1", " =1"),
+        ("", ""),
+        (None, None),
+    ],
+)
+async def test_text_that_would_start_a_formula_is_written_behind_a_quote(
+    session, value, written
+) -> None:
+    assert await session.scalar(select(neutralised(literal(value)))) == written
+
+
+async def test_a_head_name_like_a_formula_is_quoted_in_a_named_csv_and_kept_in_jsonl(
+    client, users, sessionmaker, world, county
+) -> None:
+    officer = await users.make(Role.officer)
+    await world.household(head=FORMULA, size=1)
+    _, named = await exported(
+        client, users, sessionmaker, county, actor=officer, include_names=True
+    )
+    _, lines = await exported(
+        client, users, sessionmaker, county, actor=officer, include_names=True, format="jsonl"
+    )
+    in_csv = {row["head_name"] for row in csv_rows(named.content)}
+    in_jsonl = {json.loads(line)["head_name"] for line in lines.text.splitlines()}
+    assert in_csv == {"'" + FORMULA, "李春花", "赵秋实", "钱冬梅"}
+    assert in_jsonl == {FORMULA, "李春花", "赵秋实", "钱冬梅"}
+
+
+async def test_a_head_name_like_a_formula_is_a_text_cell_in_xlsx(
+    client, users, sessionmaker, world, county
+) -> None:
+    officer = await users.make(Role.officer)
+    await world.household(head=FORMULA, size=1)
+    _, download = await exported(
+        client, users, sessionmaker, county, actor=officer, include_names=True, format="xlsx"
+    )
+    [sheet] = openpyxl.load_workbook(io.BytesIO(download.content)).worksheets
+    column = list(COLUMNS).index("head_name") + 1
+    [cell] = [c for c in sheet.iter_rows(min_col=column, max_col=column) if c[0].value == FORMULA]
+    assert cell[0].data_type == "s"  # a string, not a formula ("f")
+
+
+async def test_a_region_name_like_a_formula_is_quoted_in_a_village_csv(
+    client, users, sessionmaker, session, world, county
+) -> None:
+    await session.execute(
+        update(Region).where(Region.code == world.county.village2).values(name="@SUM(1+1)")
+    )
+    _, download = await exported(client, users, sessionmaker, county, table="village")
+    assert [row["name"] for row in csv_rows(download.content)] == ["上坪村", "'@SUM(1+1)"]
+
+
+# --- exports whose job ended for good -------------------------------------------------------
+
+
+async def reap(session: AsyncSession) -> None:
+    """Run the periodic task `exports.reap` once, as a worker would."""
+    tasks = {task.name: task for task in load_handlers().periodic_tasks}
+    await tasks["exports.reap"].task(session)
+
+
+async def state_of(session: AsyncSession, export_id: uuid.UUID) -> Any:
+    return (
+        await session.execute(
+            select(Export.status, Export.error, Export.finished_at).where(Export.id == export_id)
+        )
+    ).one()
+
+
+async def requested(client: httpx.AsyncClient, users: Any, county: str) -> uuid.UUID:
+    response = await ask(client, users, county)
+    assert response.status_code == 202, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+async def half_written(session: AsyncSession, folder: Path, export_id: uuid.UUID) -> Path:
+    """What a worker killed mid-export leaves: the export `running`, a half file."""
+    await session.execute(
+        update(Export).where(Export.id == export_id).values(status=ExportStatus.running)
+    )
+    work = folder / f".work-{export_id}"
+    work.mkdir(parents=True)
+    (work / "household_year.csv").write_text("household_pseudonym,county_code\n")
+    return work
+
+
+async def test_an_export_whose_job_failed_for_good_is_failed_and_its_work_folder_removed(
+    client, users, session, county, app
+) -> None:
+    export_id = await requested(client, users, county)
+    folder: Path = app.state.settings.export_path
+    await half_written(session, folder, export_id)
+    (folder / "another-export.csv").write_text("kept\n")
+    # What the worker does when the last attempt's worker died: no handler runs.
+    await session.execute(
+        update(Job)
+        .where(Job.dedupe_key == str(export_id))
+        .values(failed_at=func.now(), last_error="abandoned")
+    )
+    await reap(session)
+    state = await state_of(session, export_id)
+    assert (state.status, state.error) == (ExportStatus.failed, export_jobs.ABANDONED)
+    assert state.finished_at is not None
+    assert files_in(folder) == ["another-export.csv"]
+
+
+async def test_a_queued_export_whose_job_is_gone_is_failed(client, users, session, county) -> None:
+    export_id = await requested(client, users, county)
+    await session.execute(delete(Job).where(Job.dedupe_key == str(export_id)))
+    await reap(session)
+    state = await state_of(session, export_id)
+    assert (state.status, state.error) == (ExportStatus.failed, export_jobs.ABANDONED)
+
+
+async def test_a_running_export_with_a_live_job_is_left_alone(
+    client, users, session, county, app
+) -> None:
+    export_id = await requested(client, users, county)
+    folder: Path = app.state.settings.export_path
+    work = await half_written(session, folder, export_id)
+    await session.execute(
+        update(Job)
+        .where(Job.dedupe_key == str(export_id))
+        .values(attempts=1, locked_by="a live worker", locked_until=func.now() + text("'5 min'"))
+    )
+    await reap(session)
+    state = await state_of(session, export_id)
+    assert (state.status, state.error, state.finished_at) == (ExportStatus.running, None, None)
+    assert files_in(work) == ["household_year.csv"]
+
+
+async def test_a_done_export_is_left_alone_once_its_job_is_gone(
+    client, users, sessionmaker, session, county, app
+) -> None:
+    export, _ = await exported(client, users, sessionmaker, county)
+    export_id = uuid.UUID(export["id"])
+    await session.execute(delete(Job).where(Job.dedupe_key == str(export_id)))
+    await reap(session)
+    state = await state_of(session, export_id)
+    assert (state.status, state.error) == (ExportStatus.done, None)
+    assert files_in(app.state.settings.export_path) == [export["manifest"]["file_name"]]
+
+
+async def test_a_sweep_ends_a_bounded_batch_of_exports_oldest_first(
+    client, users, session, county, monkeypatch
+) -> None:
+    first = await requested(client, users, county)
+    second = await requested(client, users, county)
+    await session.execute(
+        update(Export).where(Export.id == second).values(created_at=func.now() + text("'1 s'"))
+    )
+    await session.execute(delete(Job).where(Job.kind == "exports.run"))
+    monkeypatch.setattr(export_jobs, "REAP_BATCH", 1)
+    await reap(session)
+    assert [(await state_of(session, e)).status for e in (first, second)] == [
+        ExportStatus.failed,
+        ExportStatus.queued,
+    ]
+    await reap(session)
+    assert (await state_of(session, second)).status is ExportStatus.failed
+
+
+async def test_a_job_is_unfinished_until_it_finishes_or_fails(session) -> None:
+    kind = "tests.unfinished"
+    for key in ("pending", "running", "finished", "failed"):
+        assert await enqueue(session, kind, {}, dedupe_key=key) is not None
+    await enqueue(session, "tests.another_kind", {}, dedupe_key="of-another-kind")
+    ended = {"running": {"attempts": 1, "locked_by": "w", "locked_until": func.now()}}
+    ended |= {"finished": {"finished_at": func.now()}, "failed": {"failed_at": func.now()}}
+    for key, values in ended.items():
+        await session.execute(
+            update(Job).where(Job.kind == kind, Job.dedupe_key == key).values(**values)
+        )
+    keys = ["pending", "running", "finished", "failed", "missing", "of-another-kind"]
+    answers = [await session.scalar(select(unfinished(kind, literal(key)))) for key in keys]
+    assert answers == [True, True, False, False, False, False]
 
 
 # --- on a database where transactions really commit -----------------------------------------

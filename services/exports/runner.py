@@ -120,6 +120,11 @@ async def _last_attempt(session: AsyncSession, export_id: uuid.UUID) -> bool:
     return row is None or row.attempts >= row.max_attempts
 
 
+def work_folder(config: ExportConfig, export_id: uuid.UUID) -> Path:
+    """Where an export's file is written until it is complete: its own, named by its id."""
+    return config.directory / f".work-{export_id}"
+
+
 def file_name_of(export: Export) -> str:
     extension = writers.EXTENSIONS[export.format]
     return f"{export.kind.value}-{export.region_code}-{export.year}-{export.id}.{extension}"
@@ -151,7 +156,7 @@ async def run_export(session: AsyncSession, config: ExportConfig, export_id: uui
     final = await _last_attempt(session, export_id)
     progress = Progress(await _engine_of(session), export_id, every=config.progress_every)
     name = file_name_of(export)
-    work = config.directory / f".work-{export.id}"
+    work = work_folder(config, export.id)
     try:
         # Whatever a killed attempt left behind is thrown away: this one starts over.
         shutil.rmtree(work, ignore_errors=True)
@@ -254,7 +259,8 @@ async def _write_csv(
     raw = (await connection.get_raw_connection()).driver_connection
     sql, args = positional(statement, connection.dialect)
     types = await _result_types(raw, sql)
-    sql, args = positional(sources.flat_statement(statement, types), connection.dialect)
+    flat = sources.flat_statement(statement, types, free_text=sources.TABLES[export.kind].free_text)
+    sql, args = positional(flat, connection.dialect)
     bom = bool(export.parameters.get("bom", False))
     return await writers.write_csv(raw, sql, args, path, bom=bom, progress=progress)
 

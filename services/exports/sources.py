@@ -20,11 +20,14 @@ from sqlalchemy import (
     Select,
     Text,
     TextClause,
+    case,
     cast,
     column,
     func,
+    literal,
     select,
     text,
+    type_coerce,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,16 +44,26 @@ PSEUDONYM_COLUMN = "household_pseudonym"
 _HOUSEHOLDS = "SELECT count(*) FROM households h WHERE {scope}"
 
 
+# A spreadsheet opening a CSV takes a cell starting with one of these for a formula
+# (OWASP "CSV injection"); `-` and `+` too, since `-1+2` or `+cmd|...` run as well.
+_FORMULA_START = "^[-=+@\t\r]"
+
+
 @dataclass(frozen=True, slots=True)
 class Table:
     columns: Sequence[str]
     personal: frozenset[str]
+    # Text people typed (heads' names, region names given by admins), as opposed to
+    # codes, numbers and fixed words: what a CSV must keep from running as a formula.
+    free_text: frozenset[str]
 
 
 TABLES = {
-    ExportTable.household_year: Table(households.COLUMNS, households.PERSONAL),
-    ExportTable.village: Table(regions.VILLAGE_COLUMNS, frozenset()),
-    ExportTable.county: Table(regions.COUNTY_COLUMNS, frozenset()),
+    ExportTable.household_year: Table(
+        households.COLUMNS, households.PERSONAL, frozenset({"head_name"})
+    ),
+    ExportTable.village: Table(regions.VILLAGE_COLUMNS, frozenset(), frozenset({"name"})),
+    ExportTable.county: Table(regions.COUNTY_COLUMNS, frozenset(), frozenset({"name"})),
 }
 
 
@@ -97,17 +110,34 @@ def export_statement(
     return select(*selected)
 
 
-def flat_statement(statement: Select[Any], types: Sequence[tuple[str, str, str]]) -> Select[Any]:
+def neutralised(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """Text that would start a formula, behind a single quote (shown, not run)."""
+    text_value = type_coerce(value, Text)
+    return case(
+        (text_value.regexp_match(_FORMULA_START), literal("'", Text) + text_value),
+        else_=text_value,
+    )
+
+
+def flat_statement(
+    statement: Select[Any],
+    types: Sequence[tuple[str, str, str]],
+    *,
+    free_text: frozenset[str] = frozenset(),
+) -> Select[Any]:
     """The same rows as text for a CSV: booleans `true`/`false`, lists joined by `;`.
 
     `types` are the result's (column, type name, type kind) as the server prepared
-    them: PostgreSQL's own CSV would write `t`, `f` and `{a,b}`.
+    them: PostgreSQL's own CSV would write `t`, `f` and `{a,b}`. Values of the
+    `free_text` columns that a spreadsheet would take for a formula start with `'`.
     """
     rows = statement.subquery("e")
     selected: list[ColumnElement[Any]] = []
     for name, type_name, kind in types:
         value = rows.c[name]
-        if kind == "array":
+        if name in free_text:
+            selected.append(neutralised(value).label(name))
+        elif kind == "array":
             selected.append(func.array_to_string(value, LIST_SEPARATOR).label(name))
         elif type_name == "bool":
             selected.append(cast(value, Text).label(name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func
+from sqlalchemy import ColumnElement, CursorResult, Exists, delete, exists, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,7 @@ __all__ = [
     "load_handlers",
     "purge_finished",
     "registry",
+    "unfinished",
 ]
 
 
@@ -63,6 +64,20 @@ async def enqueue(
         )
     result = await session.execute(stmt.returning(Job.id))
     return result.scalar_one_or_none()
+
+
+def unfinished(kind: str, dedupe_key: ColumnElement[str]) -> Exists:
+    """SQL: a job of `kind` with this key is pending or running (not finished, not failed).
+
+    A condition for set-based queries of other areas, `dedupe_key` usually a column
+    of their own table; it walks the unique index of unfinished keys.
+    """
+    return exists().where(
+        Job.kind == kind,
+        Job.dedupe_key == dedupe_key,
+        Job.finished_at.is_(None),
+        Job.failed_at.is_(None),
+    )
 
 
 async def purge_finished(session: AsyncSession, older_than: timedelta) -> int:
