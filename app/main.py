@@ -107,6 +107,7 @@ def tracking_providers(settings: Settings) -> Providers:
         policy=PollPolicy(
             interval=timedelta(minutes=settings.tracking_poll_minutes),
             rate=settings.tracking_poll_rate,
+            expire_after=timedelta(days=settings.tracking_expire_days),
         ),
     )
 

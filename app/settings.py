@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     tracking_poll_rate: float = Field(
         default=5.0, gt=0, description="Most calls per second to one tracking provider."
     )
+    tracking_expire_days: PositiveInt = Field(
+        default=30,
+        description="An open parcel without news for this many days is marked expired and no "
+        "longer polled (AfterShip's own rule).",
+    )
     tracking_stale_days: PositiveInt = Field(
         default=3,
         description="Days without news after which a parcel shows in the managers' queue.",

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from app.main import tracking_providers
 from app.settings import Settings
 from services.jobs.models import Job
-from services.tracking import polling
-from services.tracking.models import ProviderPause, Shipment, ShipmentEvent, Source
-from services.tracking.vocabulary import TrackingStatus
+from services.tracking import polling, service
+from services.tracking.models import EventSource, ProviderPause, Shipment, ShipmentEvent, Source
+from services.tracking.vocabulary import Checkpoint, TrackingStatus, TrackingUpdate
 from tests.fakes.tracking_server import (
     AFTERSHIP_API_KEY,
     AFTERSHIP_TRACKINGS,
@@ -256,3 +256,91 @@ async def test_old_webhook_deliveries_are_forgotten(session) -> None:
     await polling.purge_pushes(session)
     kept = (await session.scalars(select(TrackingPush.delivery_id))).all()
     assert kept == ["new"]
+
+
+# --- silent parcels -------------------------------------------------------------------------
+
+MONTH = timedelta(days=30)
+
+
+async def timeline(session, shipment: dict[str, Any]) -> list[ShipmentEvent]:
+    return list(
+        (
+            await session.scalars(
+                select(ShipmentEvent)
+                .where(ShipmentEvent.shipment_id == uuid.UUID(shipment["id"]))
+                .order_by(ShipmentEvent.occurred_at, ShipmentEvent.id)
+            )
+        ).all()
+    )
+
+
+async def test_a_parcel_without_news_for_a_month_is_expired_and_no_longer_polled(
+    client, users, world, session, app, http, fake
+) -> None:
+    parcelled = await cod_order(client, users, world)
+    shipment = await ship(client, users, parcelled, NUMBER)
+    fake.state.set_parcel("sf", NUMBER, (S.in_transit, ago(24 * 31), "长沙"))
+    await poll(session, app, http, shipment, datetime.now(UTC))
+    now = datetime.now(UTC)
+
+    assert await service.expire_silent(session, now=now, silent_for=MONTH) == 1
+
+    expired = await row(session, shipment)
+    assert expired.status is S.expired and expired.next_poll_at is None
+    last = (await timeline(session, shipment))[-1]
+    assert (last.source, last.status, last.occurred_at) == (EventSource.system, S.expired, now)
+    assert await service.expire_silent(session, now=now, silent_for=MONTH) == 0
+    assert await poll(session, app, http, shipment, now) == "finished"
+    alerts = await client.get(
+        f"/v1/cooperatives/{parcelled.cooperative.id}/shipment-alerts",
+        headers=users.auth(parcelled.manager),
+    )
+    assert [(a["id"], a["reason"]) for a in alerts.json()["items"]] == [(shipment["id"], "expired")]
+
+
+async def test_a_parcel_with_news_within_the_month_is_kept(
+    client, users, world, session, app, http, fake
+) -> None:
+    shipment = await shipped(client, users, world)
+    fake.state.set_parcel("sf", NUMBER, (S.in_transit, ago(24 * 29), "长沙"))
+    await poll(session, app, http, shipment, datetime.now(UTC))
+    assert await service.expire_silent(session, now=datetime.now(UTC), silent_for=MONTH) == 0
+    assert (await row(session, shipment)).status is S.in_transit
+
+
+async def test_a_parcel_never_heard_of_expires_a_month_after_it_was_registered(
+    client, users, world, session
+) -> None:
+    shipment = await shipped(client, users, world)
+    soon = datetime.now(UTC) + timedelta(days=29)
+    assert await service.expire_silent(session, now=soon, silent_for=MONTH) == 0
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert await service.expire_silent(session, now=later, silent_for=MONTH) == 1
+    assert (await row(session, shipment)).status is S.expired
+
+
+async def test_a_delivery_reported_after_the_expiry_still_delivers_the_parcel(
+    client, users, world, session
+) -> None:
+    shipment = await shipped(client, users, world)
+    later = datetime.now(UTC) + timedelta(days=31)
+    await service.expire_silent(session, now=later, silent_for=MONTH)
+    delivered_at = later + timedelta(hours=2)
+    outcome = await service.receive_update(
+        session,
+        TrackingUpdate(
+            provider="aftership",
+            carrier="sf",
+            tracking_number=NUMBER,
+            checkpoints=(Checkpoint(S.delivered, "Delivered_001", delivered_at, "青溪县"),),
+        ),
+        now=delivered_at,
+    )
+    assert outcome.status is S.delivered
+    assert [e.status for e in await timeline(session, shipment)] == [S.expired, S.delivered]
+
+
+def test_the_expiry_follows_its_setting(settings: Settings) -> None:
+    tuned = settings.model_copy(update={"tracking_expire_days": 45})
+    assert tracking_providers(tuned).policy.expire_after == timedelta(days=45)

@@ -23,6 +23,8 @@ TrackingStatusName = Literal[
     "expired",
 ]
 ProviderName = Literal["aftership", "kuaidi100", "manual"]
+# Who reported an event: also `system` for an expiry the marketplace records.
+EventSourceName = Literal["aftership", "kuaidi100", "manual", "system"]
 ManualEventName = Literal[
     "handed_over",
     "received_at_site",
@@ -58,7 +60,7 @@ class ManualEventIn(RequestModel):
 
 class ShipmentEventOut(BaseModel):
     status: TrackingStatusName
-    source: ProviderName
+    source: EventSourceName
     kind: ManualEventName | None
     raw_status: str
     occurred_at: datetime
@@ -86,7 +88,7 @@ class ShipmentOut(ShipmentSummary):
 
 
 class ShipmentAlert(ShipmentSummary):
-    reason: Literal["exception", "failed_attempt", "returned", "no-news"]
+    reason: Literal["exception", "failed_attempt", "returned", "expired", "no-news"]
 
 
 class OrderTrackingOut(BaseModel):

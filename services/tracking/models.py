@@ -32,6 +32,15 @@ class Source(enum.StrEnum):
     manual = "manual"
 
 
+class EventSource(enum.StrEnum):
+    """Who reported an event: a provider, a person, or the marketplace itself (an expiry)."""
+
+    aftership = "aftership"
+    kuaidi100 = "kuaidi100"
+    manual = "manual"
+    system = "system"
+
+
 class ManualEvent(enum.StrEnum):
     """What a cooperative manager or a village site operator records by hand."""
 
@@ -107,7 +116,7 @@ class ShipmentEvent(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     shipment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("shipments.id"))
     county_code: Mapped[str] = mapped_column(CHAR(12))
-    source: Mapped[Source] = mapped_column(text_enum(Source, "tracking_source"))
+    source: Mapped[EventSource] = mapped_column(text_enum(EventSource, "event_source"))
     kind: Mapped[ManualEvent | None] = mapped_column(
         text_enum(ManualEvent, "manual_event", length=30)
     )

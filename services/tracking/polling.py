@@ -51,6 +51,7 @@ KEEP_PUSHES = timedelta(days=30)
 class PollPolicy:
     interval: timedelta = timedelta(hours=1)  # between two polls of one open parcel
     rate: float = 5.0  # calls per second, per provider
+    expire_after: timedelta = timedelta(days=30)  # an open parcel without news is expired
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,16 @@ async def dispatch_polls(session: AsyncSession) -> None:
     queued = await dispatch(session, current(), now=datetime.now(UTC))
     if queued:
         logger.info("tracking polls queued", extra={"polls": queued})
+
+
+@registry.periodic("tracking.expire_silent", every=timedelta(hours=1))
+async def expire_silent(session: AsyncSession) -> None:
+    """Stop tracking parcels without news for the policy's time (one batch an hour)."""
+    expired = await service.expire_silent(
+        session, now=datetime.now(UTC), silent_for=current().policy.expire_after
+    )
+    if expired:
+        logger.info("silent parcels expired", extra={"parcels": expired})
 
 
 @registry.periodic("tracking.purge_pushes", every=timedelta(hours=1))

@@ -50,6 +50,7 @@ from services.payments import service as payments
 from services.tracking import carriers, rules
 from services.tracking.models import (
     ACTIVE_STATUSES,
+    EventSource,
     ManualEvent,
     Shipment,
     ShipmentEvent,
@@ -76,7 +77,7 @@ def _digest(*parts: object) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-def event_key(source: Source, checkpoint: Checkpoint) -> str:
+def event_key(source: Source | EventSource, checkpoint: Checkpoint) -> str:
     """The same scan has the same key whether it came by webhook or by poll."""
     return _digest(
         source.value,
@@ -312,7 +313,7 @@ async def _apply(
     parcel: Any,
     checkpoints: list[tuple[str, Checkpoint]],
     *,
-    source: Source,
+    source: Source | EventSource,
     kind: ManualEvent | None,
     actor_id: uuid.UUID | None,
     now: datetime,
@@ -347,7 +348,10 @@ async def _apply(
     if not fresh:
         return 0, before
     status, status_at = before, parcel.status_at
-    to_site = parcel.pickup_site_id is not None and source is not Source.manual
+    to_site = parcel.pickup_site_id is not None and source not in (
+        Source.manual,
+        EventSource.manual,
+    )
     for reported, at in sorted(fresh, key=lambda r: r[1]):
         candidate = rules.as_reported(TrackingStatus(reported), to_pickup_site=to_site)
         if rules.supersedes(candidate, at, status, status_at):
@@ -391,6 +395,54 @@ async def _deliver_if_complete(
         await orders.deliver_fulfilment(
             session, order, fulfilment, delivered_at=last or now, now=now
         )
+
+
+# --- silent parcels ------------------------------------------------------------------------
+
+EXPIRED_RAW = "marketplace:no-news"
+
+
+async def expire_silent(
+    session: AsyncSession, *, now: datetime, silent_for: timedelta, limit: int = 500
+) -> int:
+    """Mark `expired` the open parcels without news for `silent_for`; answer how many.
+
+    As AfterShip does for its own parcels (no news for 30 days), so that Kuaidi100 and
+    manual parcels also stop being polled. The expiry is an event of the timeline
+    (source `system`), so the status still follows the events: a later scan, a
+    delivery or a return moves the parcel on as usual. Locked parcels (a push being
+    applied right now) are left for the next run.
+    """
+    cutoff = now - silent_for
+    parcels = (
+        await session.execute(
+            _PARCEL.where(
+                _SHIPMENTS.c.status.in_(ACTIVE_STATUSES),
+                func.coalesce(_SHIPMENTS.c.last_event_at, _SHIPMENTS.c.created_at) < cutoff,
+            )
+            .order_by(_SHIPMENTS.c.created_at, _SHIPMENTS.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    days = silent_for.total_seconds() / 86_400
+    for parcel in parcels:
+        checkpoint = Checkpoint(
+            status=S.expired,
+            raw_status=EXPIRED_RAW,
+            occurred_at=now,
+            description=f"No news for {days:g} days: tracking stopped.",
+        )
+        await _apply(
+            session,
+            parcel,
+            [(event_key(EventSource.system, checkpoint), checkpoint)],
+            source=EventSource.system,
+            kind=None,
+            actor_id=None,
+            now=now,
+        )
+    return len(parcels)
 
 
 # --- manual events -----------------------------------------------------------------------
@@ -615,7 +667,7 @@ async def tracking_for(
 
 
 def attention_reason(shipment: Shipment) -> str:
-    if shipment.status in (S.exception, S.failed_attempt, S.returned):
+    if shipment.status in (S.exception, S.failed_attempt, S.returned, S.expired):
         return shipment.status.value
     return "no-news"
 
@@ -629,7 +681,8 @@ async def needing_attention(
     limit: int,
     cursor: str | None,
 ) -> Page[Shipment]:
-    """Parcels in trouble (exception, failed attempt, returned on a live order) or silent."""
+    """Parcels in trouble (exception, failed attempt, returned or expired on a live order)
+    or silent."""
     access.ensure_role(actor, Role.admin, Role.manager)
     access.ensure_cooperative(actor, cooperative_id)
     live_order = exists().where(
@@ -640,7 +693,7 @@ async def needing_attention(
         Shipment.cooperative_id == cooperative_id,
         or_(
             Shipment.status.in_([S.exception, S.failed_attempt]),
-            and_(Shipment.status == S.returned, live_order),
+            and_(Shipment.status.in_([S.returned, S.expired]), live_order),
             and_(
                 Shipment.status.in_(ACTIVE_STATUSES),
                 or_(
