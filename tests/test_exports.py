@@ -19,11 +19,8 @@ import pytest
 from sqlalchemy import delete, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.main import create_app
-from app.settings import Settings
 from services.assessment.households import COLUMNS
 from services.audit.models import AuditEvent
-from services.db import create_engine
 from services.exports import jobs as export_jobs
 from services.exports import runner, writers
 from services.exports.models import Export, ExportStatus
@@ -32,11 +29,9 @@ from services.exports.sources import neutralised
 from services.jobs.models import Job
 from services.jobs.service import Worker, enqueue, load_handlers, unfinished
 from services.regions.models import Region
-from services.schema import upgrade
 from services.users.models import Role
 from tests.assessment_helpers import THIS_YEAR, add_income, household_rows, set_thresholds
-from tests.conftest import JWT_SECRET, Users, create_database, drop_database
-from tests.factories import PII_KEY
+from tests.committed import CommittingUsers, committed_app
 from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
 
 PSEUDONYMOUS = [
@@ -641,56 +636,28 @@ async def test_a_job_is_unfinished_until_it_finishes_or_fails(session) -> None:
 # --- on a database where transactions really commit -----------------------------------------
 
 
-class CommittingUsers(Users):
-    async def make(self, role: Role = Role.buyer, **fields: object) -> Any:
-        user = await super().make(role, **fields)
-        await self.session.commit()
-        return user
-
-
 @pytest.fixture
 async def live(server_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     """An app on a database of its own, so that progress written aside can be seen."""
-    name = f"marketplace_exports_{uuid.uuid4().hex[:10]}"
-    url = await create_database(server_url, name)
-    engine = create_engine(url)
-    await upgrade(engine)
-    await engine.dispose()
-    app = create_app(
-        Settings(
-            database_url=url,
-            jwt_secret=JWT_SECRET,
-            pii_key=PII_KEY.decode(),
-            data_dir=tmp_path,
-            log_level="WARNING",
-            run_worker_in_process=False,
-            catalogue_cache_seconds=0,
-        )
-    )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://live") as client,
-            app.state.sessionmaker() as session,
-        ):
-            users = CommittingUsers(session, app.state.settings)
-            world = await users.builder()
-            for head in ("孙一", "孙二", "孙三", "孙四", "孙五"):
-                await world.household(head=head)
-            await session.commit()
-            await set_thresholds(client, users)
-            officer = await users.make(Role.officer)
-            yield {
-                "app": app,
-                "client": client,
-                "users": users,
-                "officer": officer,
-                "county": world.county.county,
-                "factory": app.state.sessionmaker,
-            }
-    finally:
-        await app.state.engine.dispose()
-        await drop_database(server_url, name)
+    async with (
+        committed_app(server_url, tmp_path, prefix="marketplace_exports") as own,
+        own.app.state.sessionmaker() as session,
+    ):
+        users = CommittingUsers(session, own.settings)
+        world = await users.builder()
+        for head in ("孙一", "孙二", "孙三", "孙四", "孙五"):
+            await world.household(head=head)
+        await session.commit()
+        await set_thresholds(own.client, users)
+        officer = await users.make(Role.officer)
+        yield {
+            "app": own.app,
+            "client": own.client,
+            "users": users,
+            "officer": officer,
+            "county": world.county.county,
+            "factory": own.app.state.sessionmaker,
+        }
 
 
 async def _live_export(live: dict[str, Any], **body: Any) -> uuid.UUID:

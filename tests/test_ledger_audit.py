@@ -11,22 +11,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
 from app.cli import audit_ledger
-from app.main import create_app
-from app.settings import Settings
-from services.db import create_engine
 from services.ledger import audit
 from services.ledger.audit import Problem
 from services.ledger.models import LedgerEntry
-from services.schema import upgrade
 from services.users.models import Role
-from tests.conftest import JWT_SECRET, Users, create_database, drop_database
-from tests.factories import PII_KEY
+from tests.committed import CommittingUsers, committed_app
 from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
 from tests.orders_helpers import key
 
@@ -214,40 +208,13 @@ async def test_the_ledger_itself_refuses_updates_and_deletes(trade, session, sta
 # --- the command, on a database of its own where everything commits -----------------------------
 
 
-class CommittingUsers(Users):
-    async def make(self, role: Role = Role.buyer, **fields: object) -> Any:
-        user = await super().make(role, **fields)
-        await self.session.commit()
-        return user
-
-
 @pytest.fixture
 async def own_database(server_url: str, tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
-    name = f"marketplace_audit_{uuid.uuid4().hex[:10]}"
-    url = await create_database(server_url, name)
-    engine = create_engine(url)
-    await upgrade(engine)
-    await engine.dispose()
-    settings = Settings(
-        database_url=url,
-        jwt_secret=JWT_SECRET,
-        pii_key=PII_KEY.decode(),
-        data_dir=tmp_path,
-        log_level="WARNING",
-        run_worker_in_process=False,
-        catalogue_cache_seconds=0,
-    )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://own") as client,
-            app.state.sessionmaker() as session,
-        ):
-            yield {"url": url, "client": client, "session": session, "settings": settings}
-    finally:
-        await app.state.engine.dispose()
-        await drop_database(server_url, name)
+    async with (
+        committed_app(server_url, tmp_path, prefix="marketplace_audit") as own,
+        own.app.state.sessionmaker() as session,
+    ):
+        yield {"url": own.url, "client": own.client, "session": session, "settings": own.settings}
 
 
 async def marketplace(url: str, tmp_path: Any, *args: str) -> tuple[int, str]:

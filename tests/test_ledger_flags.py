@@ -8,15 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from app.api.attribution import policy_from
-from app.main import create_app
 from app.settings import Settings
-from services.db import create_engine
 from services.households.models import Household
 from services.ledger import flag_rules, flags
 from services.ledger import service as ledger
@@ -31,10 +28,8 @@ from services.ledger.models import (
     Ruling,
 )
 from services.orders.models import Fulfilment, Order, OrderLine
-from services.schema import upgrade
 from services.users.models import Role
-from tests.conftest import JWT_SECRET, Users, create_database, drop_database
-from tests.factories import PII_KEY
+from tests.committed import CommittingUsers, committed_app
 from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
 from tests.orders_helpers import ADDRESS
 
@@ -517,49 +512,19 @@ def test_an_assessment_date_must_be_a_day(settings: Settings, value: str) -> Non
 # --- concurrent recognitions --------------------------------------------------------------
 
 
-class CommittingUsers(Users):
-    """Accounts committed at once, for an app that reads them on connections of its own."""
-
-    async def make(self, role: Role = Role.buyer, **fields: object) -> Any:
-        user = await super().make(role, **fields)
-        await self.session.commit()
-        return user
-
-
 @pytest.fixture
 async def live(server_url: str, tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
     """An app on a database of its own, where transactions really commit and race."""
-    name = f"marketplace_flags_{uuid.uuid4().hex[:10]}"
-    url = await create_database(server_url, name)
-    engine = create_engine(url)
-    await upgrade(engine)
-    await engine.dispose()
-    app = create_app(
-        Settings(
-            database_url=url,
-            jwt_secret=JWT_SECRET,
-            pii_key=PII_KEY.decode(),
-            data_dir=tmp_path,
-            log_level="WARNING",
-            run_worker_in_process=False,
-            catalogue_cache_seconds=0,
-        )
-    )
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    try:
-        async with (
-            httpx.AsyncClient(transport=transport, base_url="http://live") as client,
-            app.state.sessionmaker() as session,
-        ):
-            yield {
-                "client": client,
-                "factory": app.state.sessionmaker,
-                "session": session,
-                "settings": app.state.settings,
-            }
-    finally:
-        await app.state.engine.dispose()
-        await drop_database(server_url, name)
+    async with (
+        committed_app(server_url, tmp_path, prefix="marketplace_flags") as own,
+        own.app.state.sessionmaker() as session,
+    ):
+        yield {
+            "client": own.client,
+            "factory": own.app.state.sessionmaker,
+            "session": session,
+            "settings": own.settings,
+        }
 
 
 async def test_concurrent_recognitions_see_each_others_income(live) -> None:
