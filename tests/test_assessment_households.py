@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from services.households.service import GUARANTEES
@@ -236,7 +238,7 @@ async def test_rows_page_through_a_region_and_filter_on_verdicts(client, users, 
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
         page = (await household_rows(client, users, world.county.county, **params)).json()
         seen += [item["household_id"] for item in page["items"]]
         cursor = page["next_cursor"]

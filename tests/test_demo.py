@@ -214,7 +214,9 @@ async def test_demo_sets_marked_demo_thresholds_for_this_year_and_last(demo):
     this, last = await thresholds_for(session, THIS_YEAR), await thresholds_for(session, LAST_YEAR)
     assert (this.poverty_line_yuan, this.monitoring_line_yuan) == (4_500, 9_000)
     assert (last.poverty_line_yuan, last.monitoring_line_yuan) == (4_400, 8_800)
-    assert all("demo" in t.source and "not official" in t.source for t in (this, last))
+    assert all(
+        "demo" in (t.source or "") and "not official" in (t.source or "") for t in (this, last)
+    )
 
 
 async def test_demo_thresholds_never_replace_an_admins_figures(session, users):
