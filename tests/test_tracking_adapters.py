@@ -433,7 +433,15 @@ async def test_poll_of_an_unknown_parcel_is_not_found(
     fake: FakeTrackingServer, client: httpx.AsyncClient, provider: str
 ) -> None:
     with pytest.raises(TrackingNotFound):
-        await polling(fake, provider).poll(client, "sf", SF)
+        await polling(fake, provider).poll(client, "sf", SF, phone="13800001111")
+
+
+async def test_kuaidi100_refuses_an_sf_query_without_a_phone(
+    fake: FakeTrackingServer, client: httpx.AsyncClient
+) -> None:
+    fake.state.set_parcel("sf", SF, (TrackingStatus.in_transit, "2026-11-20T08:00:00Z"))
+    with pytest.raises(ProviderUnavailable, match="408"):
+        await polling(fake, "kuaidi100").poll(client, "sf", SF)
 
 
 @PROVIDERS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from app.main import tracking_providers
 from app.settings import Settings
 from services.jobs.models import Job
 from services.tracking import polling, service
+from services.tracking.kuaidi100 import phone_tail
 from services.tracking.models import EventSource, ProviderPause, Shipment, ShipmentEvent, Source
 from services.tracking.vocabulary import Checkpoint, TrackingStatus, TrackingUpdate
 from tests.fakes.tracking_server import (
@@ -114,6 +116,40 @@ async def test_kuaidi100_parcels_are_polled_too(
     assert await poll(session, app, http, shipment, datetime.now(UTC)) == "polled"
     assert (await row(session, shipment)).status is S.out_for_delivery
     assert fake.state.calls[KUAIDI100_QUERY] == 1
+
+
+def kuaidi100_query(fake: FakeTrackingServer) -> dict[str, Any]:
+    asked = [r for r in fake.state.requests if r.endpoint == KUAIDI100_QUERY]
+    query: dict[str, Any] = json.loads(asked[-1].params["param"])
+    return query
+
+
+async def test_kuaidi100_is_asked_about_an_sf_parcel_with_the_recipients_phone_tail(
+    client, users, world, session, app, http, fake
+) -> None:
+    shipment = await shipped(client, users, world, NUMBER, provider="kuaidi100")
+    fake.state.set_parcel("sf", NUMBER, (S.in_transit, ago(1), "长沙"))
+    assert await poll(session, app, http, shipment, datetime.now(UTC)) == "polled"
+    # The address phone of tests.orders_helpers is 13800001111: its last four digits only.
+    assert kuaidi100_query(fake)["phone"] == "1111"
+    assert (await row(session, shipment)).status is S.in_transit
+
+
+async def test_no_phone_is_sent_for_a_carrier_that_does_not_ask(
+    client, users, world, session, app, http, fake
+) -> None:
+    shipment = await shipped(
+        client, users, world, "YT1234567890123", carrier="yto", provider="kuaidi100"
+    )
+    fake.state.set_parcel("yto", "YT1234567890123", (S.in_transit, ago(1), "长沙"))
+    assert await poll(session, app, http, shipment, datetime.now(UTC)) == "polled"
+    assert "phone" not in kuaidi100_query(fake)
+
+
+def test_the_phone_tail_is_its_last_four_digits() -> None:
+    assert phone_tail("+86 138-0000-1111") == "1111"
+    assert phone_tail("１３８００００２２２２") == "2222"  # full width
+    assert phone_tail("12") is None and phone_tail(None) is None
 
 
 async def test_a_delivered_parcel_is_not_polled_again(

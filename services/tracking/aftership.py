@@ -145,7 +145,12 @@ class AfterShip:
     # -- polling -----------------------------------------------------------------
 
     async def poll(
-        self, client: httpx.AsyncClient, carrier: str, tracking_number: str
+        self,
+        client: httpx.AsyncClient,
+        carrier: str,
+        tracking_number: str,
+        *,
+        phone: str | None = None,  # AfterShip keeps what it needs with the tracking
     ) -> TrackingUpdate:
         if not self.config.api_key:
             raise ProviderUnavailable("AfterShip polling is not configured (no API key)")

@@ -46,6 +46,9 @@ class Carrier:
     formats: tuple[re.Pattern[str], ...]
     s10: bool = False
     format_hint: str = ""  # for the error message when a number is refused
+    # Kuaidi100 answers a query for this carrier only with the recipient's (or
+    # sender's) phone: SF Express and ZTO ask for it, against scraping of waybills.
+    query_needs_phone: bool = False
 
 
 def _carriers(*carriers: Carrier) -> Mapping[str, Carrier]:
@@ -58,6 +61,7 @@ CARRIERS: Mapping[str, Carrier] = _carriers(
         name="SF Express",
         aftership_slug="sf-express",
         kuaidi100_code="shunfeng",
+        query_needs_phone=True,
         # Current waybills are "SF" + 13 digits, older ones "SF" + 12 or 12 bare digits.
         formats=(re.compile(r"SF\d{12,13}"), re.compile(r"\d{12}")),
         format_hint="SF followed by 12 or 13 digits, or 12 digits",
@@ -96,6 +100,7 @@ CARRIERS: Mapping[str, Carrier] = _carriers(
         name="ZTO Express",
         aftership_slug="zto-express",
         kuaidi100_code="zhongtong",
+        query_needs_phone=True,
         formats=(_DIGITS_10_15,),
         format_hint="10 to 15 digits",
     ),

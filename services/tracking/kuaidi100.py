@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -180,15 +181,26 @@ class Kuaidi100:
     # -- polling -----------------------------------------------------------------
 
     async def poll(
-        self, client: httpx.AsyncClient, carrier: str, tracking_number: str
+        self,
+        client: httpx.AsyncClient,
+        carrier: str,
+        tracking_number: str,
+        *,
+        phone: str | None = None,
     ) -> TrackingUpdate:
         customer, key = self.config.customer, self.config.key
         if not customer or not key:
             raise ProviderUnavailable("Kuaidi100 polling is not configured (no customer or key)")
-        code = get_carrier(carrier).kuaidi100_code
+        known = get_carrier(carrier)
+        code = known.kuaidi100_code
         # resultv2=1 asks for each item's own status, not only the parcel's latest.
+        query = {"com": code, "num": tracking_number, "resultv2": "1"}
+        # Only where the carrier asks, and only the last four digits, which it accepts.
+        tail = phone_tail(phone) if known.query_needs_phone else None
+        if tail is not None:
+            query["phone"] = tail
         param = json.dumps(
-            {"com": code, "num": tracking_number, "resultv2": "1"},
+            query,
             ensure_ascii=False,
             separators=(",", ":"),
         )
@@ -222,6 +234,14 @@ class Kuaidi100:
         except MalformedPush as exc:
             logger.error("unreadable Kuaidi100 answer", extra={"error": str(exc)})
             raise ProviderUnavailable(f"unreadable Kuaidi100 answer: {exc}") from exc
+
+
+def phone_tail(phone: str | None) -> str | None:
+    """The last four digits of a phone (full width folded), or None without four digits."""
+    digits = "".join(
+        ch for ch in unicodedata.normalize("NFKC", phone or "") if ch.isascii() and ch.isdigit()
+    )
+    return digits[-4:] if len(digits) >= 4 else None
 
 
 def _raise_for_error(answer: Mapping[str, Any], code: str, number: str) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.jobs.registry import registry
 from services.jobs.service import enqueue
 from services.jobs.worker import default_backoff
+from services.orders.models import Order
 from services.tracking import service
 from services.tracking.models import ACTIVE_STATUSES, ProviderPause, Shipment, Source, TrackingPush
 from services.tracking.vocabulary import (
@@ -38,6 +39,7 @@ from services.tracking.vocabulary import (
     RateLimited,
     TrackingNotFound,
 )
+from services.users.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +175,12 @@ async def poll_one(
         await _set_next_poll(session, shipment_id, pause.paused_until)
         return "provider-paused"
     try:
-        reported = await adapter.poll(client, shipment.carrier, shipment.tracking_number)
+        reported = await adapter.poll(
+            client,
+            shipment.carrier,
+            shipment.tracking_number,
+            phone=await _recipient_phone(session, shipment.order_id),
+        )
     except RateLimited as exc:
         until = now + exc.retry_after
         row = await _pause_row(session, shipment.provider)
@@ -206,6 +213,22 @@ async def poll_one(
     )
     await session.flush()
     return "polled"
+
+
+async def _recipient_phone(session: AsyncSession, order_id: uuid.UUID) -> str | None:
+    """The delivery address's phone, else the buyer's (a pickup order has no address)."""
+    row = (
+        await session.execute(
+            select(Order.delivery_address, User.phone)
+            .join(User, User.id == Order.buyer_id)
+            .where(Order.id == order_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    address, account_phone = row
+    phone = (address or {}).get("phone")
+    return str(phone) if phone else account_phone
 
 
 async def _set_next_poll(

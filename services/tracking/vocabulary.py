@@ -104,5 +104,13 @@ class Provider(Protocol):
     def acknowledgement(self) -> dict[str, object]: ...
 
     async def poll(
-        self, client: httpx.AsyncClient, carrier: str, tracking_number: str
-    ) -> TrackingUpdate: ...
+        self,
+        client: httpx.AsyncClient,
+        carrier: str,
+        tracking_number: str,
+        *,
+        phone: str | None = None,
+    ) -> TrackingUpdate:
+        """What the provider knows of a parcel; `phone` is the recipient's, for carriers
+        whose queries need it."""
+        ...

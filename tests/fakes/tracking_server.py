@@ -227,6 +227,9 @@ class FakeTracking:
             return _answer(record, _kuaidi100_error("400", "提交的数据不完整"))
         if carrier is None:
             return _answer(record, _kuaidi100_error("400", "找不到对应公司"))
+        # SF Express and ZTO answer only a query that names the recipient's phone.
+        if carrier.query_needs_phone and not str(query.get("phone", "")).isdigit():
+            return _answer(record, _kuaidi100_error("408", "手机号码后四位不正确"))
         with self._lock:
             scans = self.parcels.get((carrier.code, number))
         if scans is None:
