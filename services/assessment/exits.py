@@ -33,11 +33,10 @@ from services.assessment.households import (
 )
 from services.assessment.models import ExitObjection, ExitProposal, ProposalStatus
 from services.assessment.scope import scope_of
-from services.assessment.thresholds import thresholds_for
+from services.assessment.thresholds import ensure_begun, thresholds_for
 from services.errors import Conflict, Invalid, NotFound
 from services.households import service as households
 from services.households.models import Household, HouseholdStatus
-from services.ledger.service import assessment_year
 from services.pagination import Page, keyset_page
 from services.regions.codes import Level
 from services.users import access
@@ -91,8 +90,7 @@ async def propose(
 ) -> ExitProposal:
     """Propose that a household exits, on its household-year row of `year`."""
     reason = _required(reason, "reason", "the reason for the proposal")
-    if year > assessment_year(now):
-        raise Invalid("An exit rests on a year that has begun.", field="year")
+    ensure_begun(year, now)  # an exit rests on a year that has begun
     # Locked before the row is computed: two proposals at once are taken one after
     # the other, and the second sees the household already exit_proposed.
     household = await households.get_household(session, actor, household_id, audit=False, lock=True)

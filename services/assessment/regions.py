@@ -38,10 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment.models import Threshold
 from services.assessment.scope import Scope, scope_of, sql_filter
-from services.assessment.thresholds import thresholds_for
+from services.assessment.thresholds import ensure_begun, thresholds_for
 from services.errors import Invalid
 from services.households.models import HouseholdStatus
-from services.ledger.service import CHINA, assessment_year
+from services.ledger.service import CHINA
 from services.regions.codes import Level, level_of
 from services.users.models import User
 
@@ -421,8 +421,7 @@ async def region_indicators(
             field="code",
         )
     scope = await scope_of(session, actor, code)
-    if year > assessment_year(now):
-        raise Invalid(f"The year {year} has not begun.", field="year")
+    ensure_begun(year, now)
     threshold = await thresholds_for(session, year)
     make = village_table_sql if level is Level.village else county_table_sql
     row = (await session.execute(make(scope, year, threshold, now))).one()

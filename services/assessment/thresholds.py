@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment.models import Threshold, ThresholdEdit
 from services.errors import Invalid, NotFound
+from services.ledger.service import assessment_year
 from services.users import access
 from services.users.models import Role, User
 
@@ -55,6 +56,12 @@ FIGURES = tuple(f.name for f in fields(Figures))
 def _check_year(year: int) -> None:
     if not YEARS[0] <= year <= YEARS[1]:
         raise Invalid("The year is out of range.", field="year")
+
+
+def ensure_begun(year: int, now: datetime) -> None:
+    """Refuse a year that has not begun (China's calendar): nothing can be assessed in it."""
+    if year > assessment_year(now):
+        raise Invalid(f"The year {year} has not begun.", field="year")
 
 
 def _figures_of(row: Threshold) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ClauseElement, func, select, update
+from sqlalchemy import ClauseElement, func, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -35,7 +35,7 @@ from services.errors import DomainError, Forbidden
 from services.exports import sources, writers
 from services.exports.models import Export, ExportFormat, ExportStatus
 from services.exports.service import EXPORT_JOB
-from services.jobs.models import Job
+from services.jobs.service import on_last_attempt
 from services.users.models import Role
 from services.users.service import get_active_user
 
@@ -101,25 +101,6 @@ async def _engine_of(session: AsyncSession) -> AsyncEngine:
     return (await session.connection()).engine
 
 
-async def _last_attempt(session: AsyncSession, export_id: uuid.UUID) -> bool:
-    """Whether a failure now is final: the queue will not run this export's job again.
-
-    Read from the job row, which the worker holds locked in this very transaction.
-    Run by hand (no job), a failure is final.
-    """
-    row = (
-        await session.execute(
-            select(Job.attempts, Job.max_attempts).where(
-                Job.kind == EXPORT_JOB,
-                Job.dedupe_key == str(export_id),
-                Job.finished_at.is_(None),
-                Job.failed_at.is_(None),
-            )
-        )
-    ).first()
-    return row is None or row.attempts >= row.max_attempts
-
-
 def work_folder(config: ExportConfig, export_id: uuid.UUID) -> Path:
     """Where an export's file is written until it is complete: its own, named by its id."""
     return config.directory / f".work-{export_id}"
@@ -153,7 +134,7 @@ async def run_export(session: AsyncSession, config: ExportConfig, export_id: uui
         return
     if export.status is ExportStatus.done:
         return  # the job ran to its end before; its commit is what was lost
-    final = await _last_attempt(session, export_id)
+    final = await on_last_attempt(session, EXPORT_JOB, str(export_id))
     progress = Progress(await _engine_of(session), export_id, every=config.progress_every)
     name = file_name_of(export)
     work = work_folder(config, export.id)

@@ -17,14 +17,13 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment.scope import scope_of
-from services.assessment.thresholds import thresholds_for
+from services.assessment.thresholds import ensure_begun, thresholds_for
 from services.audit import service as audit
 from services.errors import Conflict, Forbidden, Invalid, NotFound
 from services.exports.models import Export, ExportFormat, ExportStatus, ExportTable
 from services.exports.sources import has_personal_data
 from services.exports.writers import MEDIA_TYPES
 from services.jobs.service import enqueue
-from services.ledger.service import assessment_year
 from services.users.models import Role, User
 
 EXPORT_JOB = "exports.run"
@@ -73,8 +72,8 @@ async def request_export(
     except NotFound as exc:
         # A field of the body, not a missing resource of this URL.
         raise Invalid(exc.detail, field="year") from exc
-    if request.table is not ExportTable.household_year and request.year > assessment_year(now):
-        raise Invalid(f"The year {request.year} has not begun.", field="year")
+    if request.table is not ExportTable.household_year:
+        ensure_begun(request.year, now)
     export = Export(
         kind=request.table,
         format=request.format,

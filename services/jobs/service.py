@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Exists, delete, exists, func
+from sqlalchemy import ColumnElement, CursorResult, Exists, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,18 +66,37 @@ async def enqueue(
     return result.scalar_one_or_none()
 
 
+def _unfinished(kind: str, dedupe_key: ColumnElement[str] | str) -> list[ColumnElement[bool]]:
+    return [
+        Job.kind == kind,
+        Job.dedupe_key == dedupe_key,
+        Job.finished_at.is_(None),
+        Job.failed_at.is_(None),
+    ]
+
+
 def unfinished(kind: str, dedupe_key: ColumnElement[str]) -> Exists:
     """SQL: a job of `kind` with this key is pending or running (not finished, not failed).
 
     A condition for set-based queries of other areas, `dedupe_key` usually a column
     of their own table; it walks the unique index of unfinished keys.
     """
-    return exists().where(
-        Job.kind == kind,
-        Job.dedupe_key == dedupe_key,
-        Job.finished_at.is_(None),
-        Job.failed_at.is_(None),
-    )
+    return exists().where(*_unfinished(kind, dedupe_key))
+
+
+async def on_last_attempt(session: AsyncSession, kind: str, dedupe_key: str) -> bool:
+    """Whether the queue will not run this unfinished job again if it fails now.
+
+    Asked by a handler of its own job (whose row the worker holds locked in the
+    handler's transaction). No unfinished job of that kind and key (work run by
+    hand): true, a failure is final.
+    """
+    row = (
+        await session.execute(
+            select(Job.attempts, Job.max_attempts).where(*_unfinished(kind, dedupe_key))
+        )
+    ).first()
+    return row is None or row.attempts >= row.max_attempts
 
 
 async def purge_finished(session: AsyncSession, older_than: timedelta) -> int:

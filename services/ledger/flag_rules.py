@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import BigInteger
 
+from services import phones
 from services.cooperatives.models import Cooperative, Membership
 from services.households.models import Household, Member
 from services.ledger import service as ledger
@@ -78,10 +79,8 @@ def _households(line: RecognisedLine) -> list[uuid.UUID]:
 
 def norm_phone(phone: str | None) -> str | None:
     """The last 11 digits (a mainland mobile without +86); None when too short to compare."""
-    digits = "".join(
-        ch for ch in unicodedata.normalize("NFKC", phone or "") if ch.isascii() and ch.isdigit()
-    )
-    return digits[-11:] if len(digits) >= 7 else None
+    numbers = phones.digits(phone)
+    return numbers[-11:] if len(numbers) >= 7 else None
 
 
 def norm_text(value: str | None) -> str:

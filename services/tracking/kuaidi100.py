@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import logging
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,6 +19,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
+from services import phones
 from services.tracking.carriers import by_kuaidi100_code, clean_tracking_number, get_carrier
 from services.tracking.vocabulary import (
     Checkpoint,
@@ -238,10 +238,8 @@ class Kuaidi100:
 
 def phone_tail(phone: str | None) -> str | None:
     """The last four digits of a phone (full width folded), or None without four digits."""
-    digits = "".join(
-        ch for ch in unicodedata.normalize("NFKC", phone or "") if ch.isascii() and ch.isdigit()
-    )
-    return digits[-4:] if len(digits) >= 4 else None
+    numbers = phones.digits(phone)
+    return numbers[-4:] if len(numbers) >= 4 else None
 
 
 def _raise_for_error(answer: Mapping[str, Any], code: str, number: str) -> None:

@@ -31,6 +31,7 @@ from services.jobs.service import enqueue
 from services.jobs.worker import default_backoff
 from services.orders.models import Order
 from services.tracking import service
+from services.tracking.carriers import get_carrier
 from services.tracking.models import ACTIVE_STATUSES, ProviderPause, Shipment, Source, TrackingPush
 from services.tracking.vocabulary import (
     FINISHED,
@@ -179,7 +180,12 @@ async def poll_one(
             client,
             shipment.carrier,
             shipment.tracking_number,
-            phone=await _recipient_phone(session, shipment.order_id),
+            # Read only for the carriers whose queries ask for it (personal data).
+            phone=(
+                await _recipient_phone(session, shipment.order_id)
+                if get_carrier(shipment.carrier).query_needs_phone
+                else None
+            ),
         )
     except RateLimited as exc:
         until = now + exc.retry_after
