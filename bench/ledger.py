@@ -48,7 +48,7 @@ GROUPS = ("ledger",)
 TARGET_LINES_PER_S = 20_000
 DEFAULT_LINES = 1_000_000
 # `ledger-recognise --batch-size` the benchmark passes unless told otherwise.
-DEFAULT_BATCH_SIZE = 2_000
+DEFAULT_BATCH_SIZE = 10_000
 # One household in this many shares its phone with a buyer account, and one order in
 # this many is that buyer's purchase of the household's own product.
 PLANTED_HOUSEHOLD_EVERY = 250
@@ -59,14 +59,15 @@ POLL_S = 0.5
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
-def cli_default_batch_size() -> int:
-    """The default of `marketplace ledger-recognise --batch-size` (fulfilments a transaction)."""
+def cli_default(name: str) -> int:
+    """A default of `marketplace ledger-recognise`: batch_size (fulfilments a transaction)
+    or workers (batches at once, each on a connection of its own)."""
     from app.cli import ledger_recognise
 
     for param in ledger_recognise.params:
-        if param.name == "batch_size":
+        if param.name == name:
             return int(param.default)  # type: ignore[arg-type]
-    raise RuntimeError("ledger-recognise has no --batch-size")
+    raise RuntimeError(f"ledger-recognise has no option {name}")
 
 
 # --- the backlog ----------------------------------------------------------------------------
@@ -864,6 +865,7 @@ class Plan:
     lines: int
     batch_sizes: list[int]
     seed: int
+    workers: int
 
 
 async def _clone(server_url: str, source: str, name: str, version_num: int) -> str:
@@ -922,7 +924,9 @@ def measure(
                 asyncio.run(_drop(server_url, name))
     return {
         "target_lines_per_s": TARGET_LINES_PER_S,
-        "cli_default_batch_size": cli_default_batch_size(),
+        "cli_default_batch_size": cli_default("batch_size"),
+        "cli_default_workers": cli_default("workers"),
+        "workers": plan.workers,
         "data": data,
         "runs": runs,
     }
@@ -942,7 +946,10 @@ def _recognise_and_audit(
     load_before = [round(v, 2) for v in os.getloadavg()]
     say(f"  ledger-recognise --batch-size {batch_size}: {backlog_lines:,} lines due")
     recognised = run_command(
-        ["ledger-recognise", "--batch-size", str(batch_size)], env, postmaster=postmaster, say=say
+        ["ledger-recognise", "--batch-size", str(batch_size), "--workers", str(plan.workers)],
+        env,
+        postmaster=postmaster,
+        say=say,
     )
     load_after = [round(v, 2) for v in os.getloadavg()]
     if recognised.exit_code != 0:
@@ -956,6 +963,7 @@ def _recognise_and_audit(
     audit_lines = int(checked[1]) if checked else 0
     result = {
         "batch_size": batch_size,
+        "workers": plan.workers,
         "backlog_lines": backlog_lines,
         "lines": lines,
         "lines_per_s": round(lines / recognised.wall_s, 1),
@@ -990,14 +998,16 @@ def _recognise_and_audit(
 
 
 def attach_baseline(ledger: dict[str, Any], runs: list[dict[str, Any]]) -> None:
-    """Each recognition beside pgbench's TPC-B-like script at one client (one connection)."""
-    base = next((r for r in runs if r["mode"] == "tpcb-like" and r["clients"] == 1), None)
+    """Each recognition beside pgbench's TPC-B-like script at as many clients as the command
+    has workers (each works on a connection of its own)."""
+    clients = ledger.get("workers", 1)
+    base = next((r for r in runs if r["mode"] == "tpcb-like" and r["clients"] == clients), None)
     if not base:
         return
     for run in ledger.get("runs", []):
         run["baseline"] = {
             "mode": "tpcb-like",
-            "clients": 1,
+            "clients": clients,
             "tps": base["tps"],
             "lines_per_tps": round(run["lines_per_s"] / base["tps"], 3) if base["tps"] else None,
         }

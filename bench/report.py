@@ -373,19 +373,22 @@ def _ledger_table(report: dict[str, Any]) -> list[str]:
     out = [
         _ledger_data(ledger),
         "",
-        "`marketplace ledger-recognise --batch-size B` (B fulfilments a transaction; the "
-        f"command's default is {ledger['cli_default_batch_size']:,}) works the backlog off as a "
+        f"`marketplace ledger-recognise --batch-size B --workers {ledger.get('workers', 1)}` "
+        "(B fulfilments a transaction, that many batches at once, each on a connection of its "
+        f"own; the command's defaults are {ledger['cli_default_batch_size']:,} and "
+        f"{ledger.get('cli_default_workers', 1)}) works the backlog off as a "
         "subprocess with the server's settings. Lines/s is lines recognised ÷ the command's "
         "wall-clock time, start-up and its migration check included (its own figure, printed "
         "at the end, leaves start-up out). Peak memory is the process's resident-set "
         "high-water mark (VmHWM, sampled every 0.5 s). CPU from the kernel: the command's own "
         "(`wait4`), PostgreSQL's processes' (/proc), and the rest of the machine's (other "
-        "processes). The TPC-B-like script of pgbench at one client (one connection, as the "
-        "command uses) is set beside it.",
+        "processes). The TPC-B-like script of pgbench at as many clients as the command has "
+        "workers (connections) is set beside it.",
         "",
         "| batch size | lines | wall s | lines/s | target | met? | command's own lines/s "
         "| peak RSS MB | CPU command s | CPU PostgreSQL s | CPU other processes s "
-        "| ÷ tpcb-like tps (1 client) | load average before → after |",
+        f"| ÷ tpcb-like tps ({ledger.get('workers', 1)} clients) "
+        "| load average before → after |",
         "|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for run in ledger["runs"]:
@@ -622,7 +625,8 @@ def _targets(report: dict[str, Any]) -> list[str]:
         "",
         f"Income attribution: a backlog of 1,000,000 delivered lines recognised at least "
         f"{TARGET_LINES_PER_S:,} lines/s by `marketplace ledger-recognise`, with its peak "
-        "memory, beside pgbench (TPC-B-like, one client) of the same run.",
+        "memory, beside pgbench (TPC-B-like, as many clients as the command's workers) of "
+        "the same run.",
         "",
         "| batch size | lines | lines/s | target | met? | peak RSS MB | ÷ tpcb-like tps |",
         "|--:|--:|--:|--:|:-:|--:|--:|",

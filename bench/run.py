@@ -3,7 +3,8 @@
     python -m bench.run [--products N] [--cooperatives N] [--duration S]
                         [--clients 16,64] [--order-clients 32] [--workers 2]
                         [--only catalogue,orders,webhooks,tracking,ledger]
-                        [--ledger-lines N] [--ledger-batch-sizes 2000]
+                        [--ledger-lines N] [--ledger-batch-sizes 10000]
+                        [--ledger-workers 2]
                         [--export-households N] [--export-entries N]
                         [--output bench/results/latest.json]
 
@@ -122,6 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "each works on a copy of the loaded database",
     )
     parser.add_argument(
+        "--ledger-workers",
+        type=int,
+        default=ledger.cli_default("workers"),
+        help="ledger: `ledger-recognise --workers` (batches at once, a connection each)",
+    )
+    parser.add_argument(
         "--export-households",
         type=int,
         default=exports.DEFAULT_HOUSEHOLDS,
@@ -210,6 +217,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--duration must be in (0, {load.MAX_DURATION_S:.0f}]")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not 1 <= args.ledger_workers <= 32:
+        parser.error("--ledger-workers must be between 1 and 32")
     args.pgbench_duration = args.pgbench_duration or max(1, round(args.duration))
     return args
 
@@ -435,8 +444,8 @@ def pgbench_plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     if args.groups & WRITE_GROUPS:
         runs |= {("tpcb-like", clients) for clients in args.order_client_counts}
     if "ledger" in args.groups:
-        # Recognition works over one connection: the script's figure at one client.
-        runs.add(("tpcb-like", 1))
+        # Recognition works over one connection per worker: the script at as many clients.
+        runs.add(("tpcb-like", args.ledger_workers))
     modes = list(pgbench.MODES)
     return sorted(runs, key=lambda run: (modes.index(run[0]), run[1]))
 
@@ -533,6 +542,7 @@ def main(argv: list[str] | None = None) -> None:
             "shipments": args.shipments,
             "ledger_lines": args.ledger_lines,
             "ledger_batch_sizes": args.ledger_batch_size_list,
+            "ledger_workers": args.ledger_workers,
             "export_households": args.export_households,
             "export_entries": args.export_entries,
             "warmup_s": args.warmup,
@@ -623,7 +633,12 @@ def main(argv: list[str] | None = None) -> None:
             # After the server has stopped: its job worker would recognise the backlog too.
             if "ledger" in args.groups:
                 report["ledger"] = ledger.measure(
-                    ledger.Plan(args.ledger_lines, args.ledger_batch_size_list, args.seed),
+                    ledger.Plan(
+                        args.ledger_lines,
+                        args.ledger_batch_size_list,
+                        args.seed,
+                        args.ledger_workers,
+                    ),
                     url,
                     server_url,
                     DATABASE,

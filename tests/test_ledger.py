@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +38,16 @@ def lines(draw: st.DrawFn) -> tuple[int, int, list[tuple[uuid.UUID, int]]]:
     # Share sets total at most 10,000 basis points; the cooperative keeps the rest.
     bps = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
     return gross, fee, list(zip(ids, bps, strict=True))
+
+
+@st.composite
+def tied_lines(draw: st.DrawFn) -> tuple[int, int, list[tuple[uuid.UUID, int]]]:
+    """Small amounts over equal shares: remainders tie, and the tie-break decides."""
+    ids = draw(st.lists(st.uuids(), min_size=1, max_size=4, unique=True))
+    bp = draw(st.sampled_from([1_000, 2_000, 2_500, 3_333, 5_000]))
+    bp = min(bp, 10_000 // len(ids))
+    gross = draw(st.integers(1, 30))
+    return gross, 0, [(h, bp) for h in ids]
 
 
 @st.composite
@@ -101,6 +112,42 @@ def test_any_refund_sequence_keeps_every_sum_exact_whenever_recognition_comes(da
             assert all(v >= 0 for v in held.values())
     # Where recognition fell in the sequence changes nothing in the end.
     assert {p: v for p, v in held.items() if v} == target()
+
+
+# Recognition splits whole batches in SQL (ledger_net, ledger_split); refunds and the audit
+# compute the same targets in Python. The two must agree to the fen, or a refund after
+# recognition would write a correction nobody asked for.
+_SQL_TARGET = text(
+    "SELECT p.household_id, p.amount_fen"
+    " FROM ledger_split(ledger_net(:gross, :fee, :refunded), CAST(:shares AS jsonb)) AS p"
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@example(line=(1, 0, [(uuid.UUID(int=2), 5_000), (uuid.UUID(int=1), 5_000)]), refunded_share=0)
+@example(line=(2, 0, [(uuid.UUID(int=1), 5_000)]), refunded_share=0)
+@given(line=lines() | tied_lines(), refunded_share=st.fractions(0, 1))
+async def test_the_split_in_sql_is_the_split_in_python(connection, line, refunded_share) -> None:
+    gross, fee, shares = line
+    refunded = int(gross * refunded_share)
+    rows = await connection.execute(
+        _SQL_TARGET,
+        {
+            "gross": gross,
+            "fee": fee,
+            "refunded": refunded,
+            "shares": json.dumps(
+                [{"household_id": str(h), "basis_points": bp} for h, bp in shares]
+            ),
+        },
+    )
+    in_sql = {party: amount for party, amount in rows if amount}
+    in_python = ledger.split(ledger.net_after(gross, fee, refunded), shares)
+    assert in_sql == in_python
 
 
 def test_a_full_refund_leaves_nothing_to_anyone() -> None:

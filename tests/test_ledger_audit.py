@@ -159,6 +159,48 @@ async def test_recognitions_without_entries_and_entries_without_recognition(
     }
 
 
+async def test_entries_that_disagree_with_their_line_or_have_none(client, users, world, session):
+    """The ledger keeps no foreign keys on what an entry copies from its line; the audit
+    checks each entry against its line instead."""
+    coop = await world.cooperative()
+    product = await supplied_product(world, coop, [], price_fen=1_000)
+    order = await delivered_cod_order(client, users, [(product, 2)])
+    await recognise(session, order)
+    assert await audit.audit(session, now=now()) == []
+    line = uuid.UUID(order["fulfilments"][0]["lines"][0]["id"])
+    stranger = await users.make()
+    # Written as recognition writes, but naming another buyer than the order's...
+    await session.execute(
+        text(
+            "INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id,"
+            " cooperative_id, county_code, buyer_id, kind, amount_fen, currency, year,"
+            " effective_at)"
+            " SELECT l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id,"
+            " l.county_code, :buyer, 'adjustment', 0, 'CNY', 2026, now()"
+            " FROM order_lines l WHERE l.id = :id"
+        ),
+        {"id": line, "buyer": stranger.id},
+    )
+    # ...and a line that does not exist.
+    ghost = uuid.uuid4()
+    await session.execute(
+        text(
+            "INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id,"
+            " cooperative_id, county_code, buyer_id, kind, amount_fen, currency, year,"
+            " effective_at)"
+            " SELECT :ghost, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id,"
+            " l.county_code, :buyer, 'adjustment', 0, 'CNY', 2026, now()"
+            " FROM order_lines l WHERE l.id = :id"
+        ),
+        {"id": line, "ghost": ghost, "buyer": stranger.id},
+    )
+    found = await audit.audit(session, now=now())
+    assert [(d.problem, d.line_id) for d in found] == [
+        (Problem.misattributed, line),
+        (Problem.misattributed, ghost),
+    ]
+
+
 async def test_delivered_paid_fulfilments_left_unrecognised_past_the_grace(
     client, users, world, session
 ):

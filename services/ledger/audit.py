@@ -3,8 +3,10 @@
 What each recognised line should hold is `ledger.target(line)`, a pure function of
 the line (gross, fee, refunded) and its share snapshot; what it holds is the sum of
 its entries per party (`ledger.holdings`). Beside those, the audit looks for entries
-of fulfilments never recognised, delivered and paid fulfilments still unrecognised
-after a grace period, and recognised fulfilments without a payout.
+of fulfilments never recognised, entries that do not agree with their line about
+the order, fulfilment, product, cooperative, county or buyer, delivered and paid
+fulfilments still unrecognised after a grace period, and recognised fulfilments
+without a payout.
 
 Lines are read 5,000 at a time by keyset on their id, and the other checks stream
 from server-side cursors, so memory does not grow with the ledger. Run it in one
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, case, cast, exists, func, select
+from sqlalchemy import BigInteger, Select, cast, exists, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.ledger.service as ledger
@@ -45,6 +47,10 @@ class Problem(enum.StrEnum):
     unrecognised_entries = "unrecognised_entries"  # entries of a fulfilment never recognised
     unrecognised = "unrecognised"  # delivered and paid, still not recognised after the grace
     missing_payout = "missing_payout"  # recognised, but no payout was recorded for it
+    # An entry whose line does not exist, or that names another order, fulfilment, product,
+    # cooperative, county or buyer than its line does (the ledger keeps no foreign keys on
+    # what it copies from the line: migration 0010).
+    misattributed = "misattributed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,7 @@ class LedgerAudit:
         for check in (
             self._recognised_lines,
             self._unrecognised_entries,
+            self._misattributed_entries,
             self._unrecognised_fulfilments,
             self._missing_payouts,
         ):
@@ -166,6 +173,34 @@ class LedgerAudit:
             yield Difference(
                 Problem.unrecognised_entries, fulfilment_id, line_id, party, 0, int(amount)
             )
+
+    async def _misattributed_entries(self) -> AsyncIterator[Difference]:
+        entry = LedgerEntry
+        copied = tuple_(
+            entry.order_id,
+            entry.fulfilment_id,
+            entry.product_id,
+            entry.cooperative_id,
+            entry.county_code,
+            entry.buyer_id,
+        )
+        source = tuple_(
+            OrderLine.order_id,
+            OrderLine.fulfilment_id,
+            OrderLine.product_id,
+            OrderLine.cooperative_id,
+            OrderLine.county_code,
+            Order.buyer_id,
+        )
+        stmt = (
+            select(entry.fulfilment_id, entry.line_id, entry.household_id, entry.amount_fen)
+            .outerjoin(OrderLine, OrderLine.id == entry.line_id)
+            .outerjoin(Order, Order.id == OrderLine.order_id)
+            .where(or_(OrderLine.id.is_(None), copied.is_distinct_from(source)))
+            .order_by(entry.id)
+        )
+        async for fulfilment_id, line_id, party, amount in self._stream(stmt):
+            yield Difference(Problem.misattributed, fulfilment_id, line_id, party, 0, int(amount))
 
     async def _unrecognised_fulfilments(self) -> AsyncIterator[Difference]:
         # Due since delivery, or since the cash was collected when that came later.
@@ -243,13 +278,11 @@ def compare(line: Any, held: dict[uuid.UUID | None, int]) -> list[Difference]:
 
 
 def _expected_net() -> Any:
-    """SQL: the fulfilment's net revenue as `ledger.net_after` computes it, line by line."""
-    kept = OrderLine.gross_fen - OrderLine.refunded_fen
-    fee_kept = case(
-        (OrderLine.gross_fen > 0, OrderLine.fee_fen * kept // OrderLine.gross_fen), else_=0
-    )
+    """SQL: the fulfilment's net revenue as `ledger.net_after` computes it, line by line
+    (the function `ledger_net`, held equal to it by a property test)."""
+    net = func.ledger_net(OrderLine.gross_fen, OrderLine.fee_fen, OrderLine.refunded_fen)
     return (
-        select(cast(func.coalesce(func.sum(kept - fee_kept), 0), BigInteger))
+        select(cast(func.coalesce(func.sum(net), 0), BigInteger))
         .where(OrderLine.fulfilment_id == Fulfilment.id)
         .scalar_subquery()
     )

@@ -7,6 +7,7 @@ back and how officers rule on it is in `flags.py`.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import uuid
@@ -48,12 +49,12 @@ Pair = tuple[uuid.UUID, uuid.UUID]  # (line_id, household_id)
 @ledger.on_recognised
 async def review(session: AsyncSession, recognised: list[RecognisedLine], now: datetime) -> None:
     """Flag what the lines just recognised reveal; only households' parts can be held back."""
-    supplied = [r for r in recognised if any(party is not None for party in r.parts)]
+    supplied = [r for r in recognised if r.households]
     if not supplied:
         return
     policy = current_policy()
     await _write(session, await _self_dealing(session, supplied))
-    households = sorted({h for r in supplied for h in _households(r)})
+    households = sorted({h for r in supplied for h in r.households})
     await _lock_households(session, households)
     await _dominant_buyer(session, supplied, policy)
     await _pre_assessment_spike(session, supplied, policy)
@@ -73,16 +74,16 @@ class _Draft:
     covers: set[Pair] = field(default_factory=set)
 
 
-def _households(line: RecognisedLine) -> list[uuid.UUID]:
-    return sorted(party for party in line.parts if party is not None)
-
-
+# Pure functions of a string, memoised: every batch meets the same households, managers and
+# buyers' addresses again, and NFKC with a Unicode regex costs more than the rest of a rule.
+@functools.lru_cache(maxsize=1 << 16)
 def norm_phone(phone: str | None) -> str | None:
     """The last 11 digits (a mainland mobile without +86); None when too short to compare."""
     numbers = phones.digits(phone)
     return numbers[-11:] if len(numbers) >= 7 else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def norm_text(value: str | None) -> str:
     """Without whitespace and punctuation, full-width folded: how addresses and names compare."""
     folded = unicodedata.normalize("NFKC", value or "").casefold()
@@ -93,7 +94,7 @@ def _mask(phone: str) -> str:
     return "*" * (len(phone) - 4) + phone[-4:]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Contact:
     """How a purchase reaches its buyer: the account's phone and the delivery address."""
 
@@ -103,8 +104,12 @@ class _Contact:
     addresses: frozenset[str]  # normalised, from the street alone up to the province
     full_address: str
 
-    def phone_hits(self, phone: str | None, matched: str) -> list[dict[str, str]]:
-        mine = norm_phone(phone)
+    @functools.cached_property
+    def sorted_addresses(self) -> tuple[str, ...]:
+        return tuple(sorted(self.addresses))
+
+    def phone_hits(self, mine: str | None, matched: str) -> list[dict[str, str]]:
+        """Where the purchase reaches a normalised phone (`norm_phone`) of a suspect."""
         if mine is None:
             return []
         return [
@@ -113,13 +118,23 @@ class _Contact:
             if theirs == mine
         ]
 
-    def address_hit(self, address: str | None, matched: str) -> list[dict[str, str]]:
-        mine = norm_text(address)
+    def address_hit(self, mine: str, matched: str) -> list[dict[str, str]]:
+        """Whether the delivery address is a normalised address (`norm_text`) of a suspect."""
         return [{"matched": matched, "via": "delivery_address"}] if mine in self.addresses else []
+
+
+_ADDRESS_KEYS = ("phone", "province", "city", "county", "street", "recipient", "region_code")
 
 
 def _contact(account_phone: str | None, address: dict[str, Any] | None) -> _Contact:
     address = address or {}
+    return _contact_of(account_phone, tuple(address.get(k) for k in _ADDRESS_KEYS))
+
+
+# Buyers order to the same few addresses again and again: one contact per distinct form.
+@functools.lru_cache(maxsize=1 << 14)
+def _contact_of(account_phone: str | None, values: tuple[Any, ...]) -> _Contact:
+    address = dict(zip(_ADDRESS_KEYS, values, strict=True))
     phones = [("buyer_account", norm_phone(account_phone))]
     phones.append(("delivery_address", norm_phone(address.get("phone"))))
     parts = [str(address.get(k) or "") for k in ("province", "city", "county", "street")]
@@ -133,54 +148,75 @@ def _contact(account_phone: str | None, address: dict[str, Any] | None) -> _Cont
     )
 
 
+async def _core(session: AsyncSession, statement: Any) -> Sequence[Any]:
+    """Rows of a column select through the session's connection: no ORM loading on the way,
+    which a backlog batch of tens of thousands of rows notices."""
+    return (await (await session.connection()).execute(statement)).all()
+
+
+@dataclass(frozen=True, slots=True)
+class _Home:
+    """A supplying household as the rules compare it: everything normalised once a batch."""
+
+    county_code: str
+    village_code: str
+    phone: str | None  # norm_phone
+    address: str  # norm_text
+    names: frozenset[str]  # its members' names, norm_text
+    village: str  # its village's name, norm_text
+
+
+async def _homes(session: AsyncSession, suppliers: set[uuid.UUID]) -> dict[uuid.UUID, _Home]:
+    names: dict[uuid.UUID, set[str]] = defaultdict(set)
+    for household_id, name in await _core(
+        session,
+        select(Member.household_id, Member.name).where(among(Member.household_id, suppliers)),
+    ):
+        names[household_id].add(norm_text(name))
+    rows = await _core(
+        session,
+        select(
+            Household.id,
+            Household.county_code,
+            Household.village_code,
+            Household.phone,
+            Household.address,
+            Region.name,
+        )
+        .outerjoin(Region, Region.code == Household.village_code)
+        .where(among(Household.id, suppliers)),
+    )
+    return {
+        household_id: _Home(
+            county_code,
+            village_code,
+            norm_phone(phone),
+            norm_text(address),
+            frozenset(names[household_id]),
+            norm_text(village),
+        )
+        for household_id, county_code, village_code, phone, address, village in rows
+    }
+
+
 async def _self_dealing(session: AsyncSession, lines: list[RecognisedLine]) -> list[_Draft]:
     """Rules supplier_household and cooperative_insider, for every line of the batch."""
     contacts = {
         order_id: _contact(phone, address)
-        for order_id, address, phone in (
-            await session.execute(
-                select(Order.id, Order.delivery_address, User.phone)
-                .join(User, User.id == Order.buyer_id)
-                .where(among(Order.id, {r.order_id for r in lines}))
-            )
+        for order_id, address, phone in await _core(
+            session,
+            select(Order.id, Order.delivery_address, User.phone)
+            .join(User, User.id == Order.buyer_id)
+            .where(among(Order.id, {r.order_id for r in lines})),
         )
     }
-    suppliers = {h for r in lines for h in _households(r)}
-    homes = {
-        h.id: h
-        for h in (
-            await session.execute(
-                select(
-                    Household.id,
-                    Household.county_code,
-                    Household.village_code,
-                    Household.phone,
-                    Household.address,
-                ).where(among(Household.id, suppliers))
-            )
-        ).all()
-    }
-    names: dict[uuid.UUID, set[str]] = defaultdict(set)
-    for household_id, name in await session.execute(
-        select(Member.household_id, Member.name).where(among(Member.household_id, suppliers))
-    ):
-        names[household_id].add(norm_text(name))
-    villages = {
-        code: norm_text(name)
-        for code, name in (
-            await session.execute(
-                select(Region.code, Region.name).where(
-                    among(Region.code, {h.village_code for h in homes.values()})
-                )
-            )
-        )
-    }
+    homes = await _homes(session, {h for r in lines for h in r.households})
     insiders = await _insiders(session, {r.cooperative_id for r in lines})
     drafts: dict[str, _Draft] = {}
     for line in lines:
         contact = contacts[line.order_id]
-        covers = {(line.line_id, h) for h in _households(line)}
-        for household_id in _households(line):
+        covers = {(line.line_id, h) for h in line.households}
+        for household_id in line.households:
             home = homes[household_id]
             hits = contact.phone_hits(home.phone, "phone") + contact.address_hit(
                 home.address, "address"
@@ -188,10 +224,9 @@ async def _self_dealing(session: AsyncSession, lines: list[RecognisedLine]) -> l
             in_village = (
                 contact.region_code == home.village_code
                 if contact.region_code
-                else bool(villages.get(home.village_code))
-                and villages[home.village_code] in contact.full_address
+                else bool(home.village) and home.village in contact.full_address
             )
-            if contact.recipient and contact.recipient in names[household_id] and in_village:
+            if contact.recipient and contact.recipient in home.names and in_village:
                 hits.append({"matched": "member_name", "via": "delivery_address"})
             if hits:
                 key = f"{FlagRule.supplier_household}:{line.fulfilment_id}:{household_id}"
@@ -261,20 +296,28 @@ class _Insiders:
         self, contact: _Contact, line: RecognisedLine
     ) -> tuple[list[dict[str, str]], uuid.UUID | None]:
         """What of the purchase matches an insider, and the first member household matched."""
+        found = [
+            (who, via, phone)
+            for via, phone in contact.phones
+            for who in self.by_phone.get((line.cooperative_id, phone), ())
+        ] + [
+            (who, "delivery_address", None)
+            for form in contact.sorted_addresses
+            for who in self.by_address.get((line.cooperative_id, form), ())
+            if who.household_id
+        ]
+        if not found:  # the honest purchase, nearly always: nothing more to work out
+            return [], None
         sold_on = line.effective_at.astimezone(CHINA).date()
-        suppliers = set(_households(line))
+        suppliers = set(line.households)
         hits: list[dict[str, str]] = []
         members: list[uuid.UUID] = []
-        for via, phone in contact.phones:
-            for who in self.by_phone.get((line.cooperative_id, phone), []):
-                if who.current(suppliers, sold_on):
-                    hits.append({"matched": who.matched, "via": via, "phone": _mask(phone)})
-                    members += [who.household_id] if who.household_id else []
-        for form in sorted(contact.addresses):
-            for who in self.by_address.get((line.cooperative_id, form), []):
-                if who.current(suppliers, sold_on) and who.household_id:
-                    hits.append({"matched": who.matched, "via": "delivery_address"})
-                    members.append(who.household_id)
+        for who, via, phone in found:
+            if not who.current(suppliers, sold_on):
+                continue
+            hit = {"matched": who.matched, "via": via}
+            hits.append(hit | {"phone": _mask(phone)} if phone else hit)
+            members += [who.household_id] if who.household_id else []
         return hits, (members[0] if members else None)
 
 
@@ -286,24 +329,27 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
         if (normal := norm_phone(phone)) is not None:
             out.by_phone[(cooperative_id, normal)].append(who)
 
-    for cooperative_id, phone in await session.execute(
+    for cooperative_id, phone in await _core(
+        session,
         select(User.cooperative_id, User.phone)
         .where(
             User.role == Role.manager,
             among(User.cooperative_id, cooperatives),
             User.phone.is_not(None),
         )
-        .order_by(User.cooperative_id, User.id)
+        .order_by(User.cooperative_id, User.id),
     ):
         assert cooperative_id is not None
         by_phone(cooperative_id, phone, _Insider("manager_phone"))
-    for cooperative_id, phone in await session.execute(
+    for cooperative_id, phone in await _core(
+        session,
         select(Cooperative.id, Cooperative.contact_phone).where(
             among(Cooperative.id, cooperatives), Cooperative.contact_phone.is_not(None)
-        )
+        ),
     ):
         by_phone(cooperative_id, phone, _Insider("contact_phone"))
-    for cooperative_id, household_id, left_on, phone, address in await session.execute(
+    for cooperative_id, household_id, left_on, phone, address in await _core(
+        session,
         select(
             Membership.cooperative_id,
             Membership.household_id,
@@ -316,7 +362,7 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
             among(Membership.cooperative_id, cooperatives),
             or_(Household.phone.is_not(None), Household.address.is_not(None)),
         )
-        .order_by(Membership.cooperative_id, Membership.household_id)
+        .order_by(Membership.cooperative_id, Membership.household_id),
     ):
         by_phone(cooperative_id, phone, _Insider("member_phone", household_id, left_on))
         if normal := norm_text(address):
@@ -342,7 +388,7 @@ async def _dominant_buyer(
     session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
 ) -> None:
     """One buyer gives more than the share of a household's year (once the year is large)."""
-    touched = {(h, r.year) for r in lines for h in _households(r)}
+    touched = {(h, r.year) for r in lines for h in r.households}
     e = LedgerEntry
     per_buyer = (
         select(e.household_id, e.year, e.buyer_id, func.sum(e.amount_fen).label("part"))
@@ -389,10 +435,12 @@ async def _dominant_buyer(
     # A flag raised now holds every line of its buyer that year; one raised before takes
     # the lines its buyer brings later, whatever the share is now.
     await _cover_history(session, created, LedgerEntry.buyer_id == AttributionFlag.buyer_id)
-    keys = {
-        (r.line_id, h): _dominant_key(h, r.buyer_id, r.year) for r in lines for h in _households(r)
-    }
-    await _cover_later(session, keys, created)
+    await _cover_later(
+        session,
+        FlagRule.dominant_buyer,
+        [(r.line_id, h, r.buyer_id, r.year) for r in lines for h in r.households],
+        created,
+    )
 
 
 def _dominant_key(household_id: uuid.UUID, buyer_id: uuid.UUID, year: int) -> str:
@@ -409,7 +457,7 @@ async def _pre_assessment_spike(
     """A household's income in the weeks before the assessment date jumps against its year."""
     windows = {r.year: policy.window(r.year) for r in lines}
     late = [r for r in lines if windows[r.year][0] <= r.effective_at < windows[r.year][1]]
-    touched = {(h, r.year) for r in late for h in _households(r)}
+    touched = {(h, r.year) for r in late for h in r.households}
     if not touched:
         return
     years = {y for _, y in touched}
@@ -462,8 +510,12 @@ async def _pre_assessment_spike(
         )
     _, created = await _write(session, drafts)
     await _cover_history(session, created, inside)
-    keys = {(r.line_id, h): _spike_key(h, r.year) for r in late for h in _households(r)}
-    await _cover_later(session, keys, created)
+    await _cover_later(
+        session,
+        FlagRule.pre_assessment_spike,
+        [(r.line_id, h, None, r.year) for r in late for h in r.households],
+        created,
+    )
 
 
 def _in_windows(windows: dict[int, tuple[datetime, datetime]]) -> ColumnElement[bool]:
@@ -497,17 +549,40 @@ async def _cover_history(
 
 
 async def _cover_later(
-    session: AsyncSession, keys: dict[Pair, str], created: set[uuid.UUID]
+    session: AsyncSession,
+    rule: FlagRule,
+    parts: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, int]],
+    created: set[uuid.UUID],
 ) -> None:
-    """Parts of this batch's lines join the flags of their keys raised by earlier batches."""
-    raised = await _existing(session, set(keys.values()))
+    """Parts of this batch's lines join their flags of `rule` raised by earlier batches.
+
+    `parts` are (line, household, buyer, year): a dominant-buyer flag is its household's,
+    buyer's and year's; a spike flag (buyer None) its household's and year's.
+    """
+    if not parts:
+        return
+    f = AttributionFlag
+    raised = {
+        (household_id, buyer_id, year): flag_id
+        for flag_id, household_id, buyer_id, year in await _core(
+            session,
+            select(f.id, f.household_id, f.buyer_id, f.year).where(
+                f.rule == rule,
+                among(f.household_id, {h for _, h, _, _ in parts}),
+                among(f.year, {y for _, _, _, y in parts}),
+            ),
+        )
+        if flag_id not in created
+    }
+    if rule is FlagRule.pre_assessment_spike:
+        raised = {(h, None, y): flag_id for (h, _, y), flag_id in raised.items()}
     await _cover(
         session,
-        [
-            (raised[key], line, household)
-            for (line, household), key in sorted(keys.items())
-            if key in raised and raised[key] not in created
-        ],
+        sorted(
+            (flag_id, line, household)
+            for line, household, buyer, year in parts
+            if (flag_id := raised.get((household, buyer, year))) is not None
+        ),
     )
 
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
@@ -129,6 +128,12 @@ class RecognisedLine:
     year: int
     net_fen: int
     parts: dict[uuid.UUID | None, int]
+    # The households with a part, in id order (computed from `parts`).
+    households: tuple[uuid.UUID, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        households = sorted(p for p, amount in self.parts.items() if p is not None and amount)
+        object.__setattr__(self, "households", tuple(households))
 
 
 # Called in the recognising transaction with everything recognised in it: the flag
@@ -225,20 +230,12 @@ def recognition_time(order: Any, fulfilment: Any) -> datetime:
     return delivered
 
 
-# Delivered, paid and not yet in the ledger: what recognition takes, as plain rows.
+# Delivered, paid and not yet in the ledger: what recognition takes (the partial index
+# of fulfilments still due finds them). `_RECOGNISE` checks the same conditions again
+# under the orders' locks.
 _DUE = (
-    select(
-        Order.id.label("order_id"),
-        Order.buyer_id,
-        Order.currency,
-        Order.payment_method,
-        Order.paid_at,
-        Fulfilment.id.label("fulfilment_id"),
-        Fulfilment.county_code,
-        Fulfilment.delivered_at,
-        Fulfilment.updated_at,
-    )
-    .join(Fulfilment, Fulfilment.order_id == Order.id)
+    select(Fulfilment.id)
+    .join(Order, Order.id == Fulfilment.order_id)
     .where(
         Fulfilment.status == FulfilmentStatus.delivered,
         Order.payment_status != PaymentStatus.unpaid,
@@ -261,77 +258,130 @@ _LINES = select(
 )
 
 
-async def _recognise(session: AsyncSession, due: Sequence[Any], *, now: datetime) -> int:
-    """Write the entries of these delivered, paid fulfilments; the caller holds their orders."""
-    if not due:
+# Recognition of a batch in one statement: claim the fulfilments (the primary key of
+# ledger_recognitions is the exactly-once guard), take them out of the partial index
+# of what is due, split each line's net revenue and append the entries; answer one
+# row per line for what follows (flag rules, payouts). `net_after()` and `split()` are
+# in SQL too, as the functions `ledger_net` and `ledger_split` (migration 0010); a
+# property test holds each pair equal, since refunds and the audit use the Python ones.
+_RECOGNISE = text(
+    """
+WITH due AS (
+    -- LATERAL … OFFSET 0 (here and below): one index probe per fulfilment, never a scan of
+    -- the whole table, whatever the planner guesses about the size of the batch.
+    SELECT x.*
+    FROM unnest(CAST(:fulfilment_ids AS uuid[])) AS u(id)
+    CROSS JOIN LATERAL (
+        SELECT f.id AS fulfilment_id, o.id AS order_id, o.buyer_id, o.currency, f.county_code,
+               CASE WHEN o.payment_method = 'cod'
+                    THEN greatest(o.paid_at, coalesce(f.delivered_at, f.updated_at))
+                    ELSE coalesce(f.delivered_at, f.updated_at) END AS at
+        FROM fulfilments f
+        JOIN orders o ON o.id = f.order_id
+        WHERE f.id = u.id
+          AND f.status = 'delivered' AND f.recognised_at IS NULL
+          AND o.payment_status <> 'unpaid' AND o.paid_at IS NOT NULL
+        OFFSET 0
+    ) x
+),
+claimed AS (
+    INSERT INTO ledger_recognitions (fulfilment_id, order_id, county_code, recognised_at, lines)
+    SELECT d.fulfilment_id, d.order_id, d.county_code, d.at,
+           (SELECT count(*) FROM order_lines l WHERE l.fulfilment_id = d.fulfilment_id)
+    FROM due d
+    ON CONFLICT DO NOTHING
+    RETURNING fulfilment_id
+),
+marked AS (
+    UPDATE fulfilments f SET recognised_at = :now
+    WHERE f.id IN (SELECT c.fulfilment_id FROM claimed c)
+),
+lines AS (
+    SELECT l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id, l.county_code,
+           l.position, l.shares, d.buyer_id, d.currency, d.at,
+           extract(year FROM d.at AT TIME ZONE INTERVAL '+08:00')::smallint AS year,
+           ledger_net(l.gross_fen, l.fee_fen, l.refunded_fen) AS net
+    FROM claimed c
+    JOIN due d ON d.fulfilment_id = c.fulfilment_id
+    CROSS JOIN LATERAL (
+        SELECT * FROM order_lines l WHERE l.fulfilment_id = c.fulfilment_id OFFSET 0
+    ) l
+),
+parts AS (
+    SELECT lines.id, p.household_id, p.amount_fen AS amount
+    FROM lines CROSS JOIN LATERAL ledger_split(lines.net, lines.shares) p
+),
+entries AS (
+    INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id, cooperative_id,
+                                county_code, buyer_id, household_id, kind, amount_fen,
+                                currency, year, effective_at)
+    SELECT l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id, l.county_code,
+           l.buyer_id, p.household_id, 'recognition', p.amount, l.currency, l.year, l.at
+    FROM parts p JOIN lines l ON l.id = p.id
+    WHERE p.amount > 0
+)
+SELECT l.id AS line_id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id,
+       l.county_code, l.buyer_id, l.currency, l.at AS effective_at, l.year, l.net AS net_fen,
+       coalesce(array_agg(p.household_id ORDER BY p.household_id)
+                    FILTER (WHERE p.household_id IS NOT NULL AND p.amount > 0), '{}')
+           AS households,
+       coalesce(array_agg(p.amount ORDER BY p.household_id)
+                    FILTER (WHERE p.household_id IS NOT NULL AND p.amount > 0), '{}')
+           AS amounts,
+       coalesce(sum(p.amount) FILTER (WHERE p.household_id IS NULL), 0) AS cooperative_fen
+FROM lines l
+LEFT JOIN parts p ON p.id = l.id
+GROUP BY l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id, l.county_code,
+         l.buyer_id, l.currency, l.at, l.year, l.net, l.position
+ORDER BY l.fulfilment_id, l.position
+"""
+).bindparams(
+    bindparam("now", type_=DateTime(timezone=True)),
+)
+
+
+async def _recognise(
+    session: AsyncSession, fulfilment_ids: Sequence[uuid.UUID], *, now: datetime
+) -> int:
+    """Recognise these fulfilments if delivered, paid and not yet recognised; the caller
+    holds their orders' locks. Answers lines recognised."""
+    if not fulfilment_ids:
         return 0
-    by_fulfilment: dict[uuid.UUID, list[Any]] = defaultdict(list)
-    for line in (
-        await session.execute(
-            _LINES.where(OrderLine.fulfilment_id.in_([d.fulfilment_id for d in due])).order_by(
-                OrderLine.fulfilment_id, OrderLine.position
-            )
-        )
-    ).all():
-        by_fulfilment[line.fulfilment_id].append(line)
-    # Rows apart from the statement: it compiles once, whatever the batch size.
-    claimed = set(
-        (
-            await session.scalars(
-                insert(Recognition).on_conflict_do_nothing().returning(Recognition.fulfilment_id),
-                [
-                    {
-                        "fulfilment_id": d.fulfilment_id,
-                        "order_id": d.order_id,
-                        "county_code": d.county_code,
-                        "recognised_at": recognition_time(d, d),
-                        "lines": len(by_fulfilment[d.fulfilment_id]),
-                    }
-                    for d in due
-                ],
-            )
-        ).all()
+    # The estimates over jsonb_to_recordset are rough: JIT compiling for them costs more
+    # than the statement saves, and the sorts of a large batch should stay in memory.
+    await session.execute(
+        text("SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)")
     )
-    if claimed:
-        # Out of the partial index of what is still due (recognitions stay the guard).
-        await session.execute(
-            update(Fulfilment)
-            .where(Fulfilment.id.in_(claimed))
-            .values(recognised_at=now)
-            .execution_options(synchronize_session=False)
+    rows = (
+        await session.execute(_RECOGNISE, {"fulfilment_ids": list(fulfilment_ids), "now": now})
+    ).all()
+    recognised = [
+        RecognisedLine(
+            line_id=row.line_id,
+            order_id=row.order_id,
+            fulfilment_id=row.fulfilment_id,
+            product_id=row.product_id,
+            cooperative_id=row.cooperative_id,
+            county_code=row.county_code,
+            buyer_id=row.buyer_id,
+            currency=row.currency,
+            effective_at=row.effective_at,
+            year=row.year,
+            net_fen=row.net_fen,
+            parts=_parts(row.households, row.amounts, row.cooperative_fen),
         )
-    rows: list[tuple[Any, ...]] = []
-    recognised: list[RecognisedLine] = []
-    for d in due:
-        if d.fulfilment_id not in claimed:
-            continue
-        at = recognition_time(d, d)
-        year = assessment_year(at)
-        for line in by_fulfilment[d.fulfilment_id]:
-            parts = target(line)
-            rows += _rows(
-                line, d, d.fulfilment_id, parts, kind=EntryKind.recognition, at=at, refund_id=None
-            )
-            recognised.append(
-                RecognisedLine(
-                    line_id=line.id,
-                    order_id=d.order_id,
-                    fulfilment_id=d.fulfilment_id,
-                    product_id=line.product_id,
-                    cooperative_id=line.cooperative_id,
-                    county_code=line.county_code,
-                    buyer_id=d.buyer_id,
-                    currency=d.currency,
-                    effective_at=at,
-                    year=year,
-                    net_fen=sum(parts.values()),
-                    parts=parts,
-                )
-            )
-    await _insert(session, rows)
+        for row in rows
+    ]
     for follower in _followers:
         await follower(session, recognised, now)
     return len(recognised)
+
+
+def _parts(households: Sequence[uuid.UUID], amounts: Sequence[int], cooperative_fen: int) -> Parts:
+    parts: Parts = dict(zip(households, amounts, strict=True))
+    if cooperative_fen:
+        parts[COOPERATIVE] = cooperative_fen
+    return parts
 
 
 async def recognise_fulfilment(
@@ -350,8 +400,7 @@ async def recognise_fulfilment(
         raise NotFound("No such fulfilment.")
     # The order's lock orders this against refunds of its lines.
     await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
-    due = (await session.execute(_DUE.where(Fulfilment.id == fulfilment_id))).all()
-    return await _recognise(session, due, now=now)
+    return await _recognise(session, [fulfilment_id], now=now)
 
 
 async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_000) -> int:
@@ -361,7 +410,7 @@ async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_
     with SKIP LOCKED so that several workers share the backlog. Answers lines recognised.
     """
     due = (
-        await session.execute(
+        await session.scalars(
             _DUE.order_by(Fulfilment.delivered_at, Fulfilment.id)
             .limit(limit)
             .with_for_update(of=Order, skip_locked=True)
