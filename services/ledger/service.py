@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -128,12 +128,13 @@ class RecognisedLine:
     year: int
     net_fen: int
     parts: dict[uuid.UUID | None, int]
-    # The households with a part, in id order (computed from `parts`).
-    households: tuple[uuid.UUID, ...] = field(init=False)
+    # The households with a part, in id order: from `parts` unless given (SQL sorts them).
+    households: tuple[uuid.UUID, ...] = ()
 
     def __post_init__(self) -> None:
-        households = sorted(p for p, amount in self.parts.items() if p is not None and amount)
-        object.__setattr__(self, "households", tuple(households))
+        if not self.households:
+            households = sorted(p for p, amount in self.parts.items() if p is not None and amount)
+            object.__setattr__(self, "households", tuple(households))
 
 
 # Called in the recognising transaction with everything recognised in it: the flag
@@ -369,6 +370,7 @@ async def _recognise(
             year=row.year,
             net_fen=row.net_fen,
             parts=_parts(row.households, row.amounts, row.cooperative_fen),
+            households=tuple(row.households),
         )
         for row in rows
     ]
