@@ -44,6 +44,7 @@ COOPERATIVE = None  # the party that is not a household: the selling cooperative
 
 
 def assessment_year(at: datetime) -> int:
+    # `_RECOGNISE` says the same in SQL: extract(year FROM at AT TIME ZONE '+08:00').
     return at.astimezone(CHINA).year
 
 
@@ -223,6 +224,7 @@ def recognition_time(order: Any, fulfilment: Any) -> datetime:
     """Income is earned at delivery; cash on delivery, when the cash is collected.
 
     Takes entities or rows with payment_method, paid_at, delivered_at and updated_at.
+    `_RECOGNISE` computes the same in SQL for the fulfilments it recognises.
     """
     delivered: datetime = fulfilment.delivered_at or fulfilment.updated_at
     if order.payment_method == PaymentMethod.cod and order.paid_at is not None:
