@@ -561,3 +561,18 @@ async def test_concurrent_recognitions_see_each_others_income(live) -> None:
             buyer.id,
         )
         assert await covered(session, flag) == {(line_ids(o)[0], household.id) for o in orders}
+
+
+async def test_a_batch_may_raise_more_flags_than_one_statement_carries(session) -> None:
+    """A backlog batch of 10,000 fulfilments can raise thousands of flags: more rows than
+    one multi-row INSERT of eleven columns may bind (PostgreSQL's limit is 32,767)."""
+    drafts = [
+        flag_rules._Draft(
+            FlagRule.pre_assessment_spike, f"bulk-test:{i:05d}", "990101000000", 2026, {"i": i}
+        )
+        for i in range(3_500)
+    ]
+    ids, created = await flag_rules._write(session, drafts)
+    assert len(ids) == len(created) == 3_500
+    again, created_again = await flag_rules._write(session, drafts)
+    assert again == ids and not created_again

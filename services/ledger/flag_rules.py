@@ -596,28 +596,28 @@ async def _write(
     if not drafts:
         return {}, set()
     drafts = sorted(drafts, key=lambda d: d.key)
+    # Rows apart from the statement (executemany, sent as batches of multi-row INSERTs):
+    # a backlog batch may raise more flags than one statement's bind parameters can carry.
     written = await session.execute(
         insert(AttributionFlag)
-        .values(
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "county_code": d.county_code,
-                    "rule": d.rule,
-                    "status": FlagStatus.open,
-                    "dedupe_key": d.key,
-                    "order_id": d.order_id,
-                    "buyer_id": d.buyer_id,
-                    "household_id": d.household_id,
-                    "cooperative_id": d.cooperative_id,
-                    "year": d.year,
-                    "detail": d.detail,
-                }
-                for d in drafts
-            ]
-        )
         .on_conflict_do_nothing(index_elements=[AttributionFlag.dedupe_key])
-        .returning(AttributionFlag.dedupe_key, AttributionFlag.id)
+        .returning(AttributionFlag.dedupe_key, AttributionFlag.id),
+        [
+            {
+                "id": uuid.uuid4(),
+                "county_code": d.county_code,
+                "rule": d.rule,
+                "status": FlagStatus.open,
+                "dedupe_key": d.key,
+                "order_id": d.order_id,
+                "buyer_id": d.buyer_id,
+                "household_id": d.household_id,
+                "cooperative_id": d.cooperative_id,
+                "year": d.year,
+                "detail": d.detail,
+            }
+            for d in drafts
+        ],
     )
     ids = dict(written.all())
     created = set(ids.values())
@@ -629,7 +629,12 @@ async def _write(
 async def _cover(session: AsyncSession, rows: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]) -> None:
     """Hold back these (flag, line, household) parts; those held already stay as they are."""
     if rows:
-        await session.execute(
-            insert(FlagLine).on_conflict_do_nothing(),
-            [{"flag_id": f, "line_id": line, "household_id": h} for f, line, h in rows],
-        )
+        flags, lines, households = (list(column) for column in zip(*rows, strict=True))
+        await _fetch(session, _COVER, flags, lines, households)
+
+
+_COVER = """
+INSERT INTO attribution_flag_lines (flag_id, line_id, household_id)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[])
+ON CONFLICT DO NOTHING
+"""
