@@ -117,6 +117,31 @@ async def test_an_extra_entry_is_reported(trade, session):
     )
 
 
+async def write_entry(
+    session: Any,
+    line_id: uuid.UUID,
+    *,
+    amount_fen: int,
+    as_line: uuid.UUID | None = None,
+    buyer: uuid.UUID | None = None,
+) -> None:
+    """An entry written by hand, copied from the line and its order as recognition copies
+    them; `as_line` or `buyer` make it name another line or buyer than the real ones."""
+    await session.execute(
+        text(
+            "INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id,"
+            " cooperative_id, county_code, buyer_id, kind, amount_fen, currency, year,"
+            " effective_at)"
+            " SELECT coalesce(CAST(:as_line AS uuid), l.id), l.order_id, l.fulfilment_id,"
+            " l.product_id, l.cooperative_id, l.county_code,"
+            " coalesce(CAST(:buyer AS uuid), o.buyer_id), 'recognition', :amount, o.currency,"
+            " 2026, now()"
+            " FROM order_lines l JOIN orders o ON o.id = l.order_id WHERE l.id = :id"
+        ),
+        {"id": line_id, "as_line": as_line, "buyer": buyer, "amount": amount_fen},
+    )
+
+
 async def test_recognitions_without_entries_and_entries_without_recognition(
     client, users, world, session
 ):
@@ -125,17 +150,7 @@ async def test_recognitions_without_entries_and_entries_without_recognition(
     order = await delivered_cod_order(client, users, [(product, 2)])
     fulfilment, line = order["fulfilments"][0]["id"], order["fulfilments"][0]["lines"][0]["id"]
     # Entries for the line of a fulfilment that was never recognised...
-    await session.execute(
-        text(
-            "INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id,"
-            " cooperative_id, county_code, buyer_id, kind, amount_fen, currency, year,"
-            " effective_at)"
-            " SELECT l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id,"
-            " l.county_code, o.buyer_id, 'recognition', 1900, o.currency, 2026, now()"
-            " FROM order_lines l JOIN orders o ON o.id = l.order_id WHERE l.id = :id"
-        ),
-        {"id": uuid.UUID(line)},
-    )
+    await write_entry(session, uuid.UUID(line), amount_fen=1_900)
     found = await audit.audit(session, now=now())
     assert [(d.problem, str(d.line_id), d.held_fen) for d in found] == [
         (Problem.unrecognised_entries, line, 1_900)
@@ -170,30 +185,10 @@ async def test_entries_that_disagree_with_their_line_or_have_none(client, users,
     line = uuid.UUID(order["fulfilments"][0]["lines"][0]["id"])
     stranger = await users.make()
     # Written as recognition writes, but naming another buyer than the order's...
-    await session.execute(
-        text(
-            "INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id,"
-            " cooperative_id, county_code, buyer_id, kind, amount_fen, currency, year,"
-            " effective_at)"
-            " SELECT l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id,"
-            " l.county_code, :buyer, 'adjustment', 0, 'CNY', 2026, now()"
-            " FROM order_lines l WHERE l.id = :id"
-        ),
-        {"id": line, "buyer": stranger.id},
-    )
+    await write_entry(session, line, amount_fen=0, buyer=stranger.id)
     # ...and a line that does not exist.
     ghost = uuid.uuid4()
-    await session.execute(
-        text(
-            "INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id,"
-            " cooperative_id, county_code, buyer_id, kind, amount_fen, currency, year,"
-            " effective_at)"
-            " SELECT :ghost, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id,"
-            " l.county_code, :buyer, 'adjustment', 0, 'CNY', 2026, now()"
-            " FROM order_lines l WHERE l.id = :id"
-        ),
-        {"id": line, "ghost": ghost, "buyer": stranger.id},
-    )
+    await write_entry(session, line, amount_fen=0, as_line=ghost)
     found = await audit.audit(session, now=now())
     assert [(d.problem, d.line_id) for d in found] == [
         (Problem.misattributed, line),
