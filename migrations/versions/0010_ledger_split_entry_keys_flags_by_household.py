@@ -1,8 +1,9 @@
 """ledger_split in SQL; no keys on what ledger entries copy from their line; flags by household
 
-Every entry is written from its order line by INSERT … SELECT, in the transaction
-that recognises or refunds it, so the line, order, fulfilment, product,
-cooperative and buyer it names exist by construction. Checking six keys per entry
+Every entry is written from its order line, in the transaction that recognises
+it (INSERT … SELECT from order_lines) or refunds it (rows built from the line it
+has just read), so the line, order, fulfilment, product, cooperative and buyer it
+names exist by construction. Checking six keys per entry
 (each with a FOR KEY SHARE lock on the referenced row) cost half the time of
 recognising a backlog; `marketplace ledger-audit` now checks every entry against
 its line instead. The household and refund keys stay.

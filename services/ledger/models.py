@@ -52,9 +52,10 @@ class LedgerEntry(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # The line and what it copies from its order (fulfilment, product, cooperative, county,
-    # buyer) carry no foreign keys: every entry is written from its line by INSERT … SELECT
-    # in the recognising or refunding transaction, and a key check (with its FOR KEY SHARE
-    # lock on the referenced row) per entry halved the speed of recognising a backlog.
+    # buyer) carry no foreign keys: every entry is written from its line, in the transaction
+    # that recognises it (INSERT … SELECT from order_lines) or refunds it (rows built from the
+    # line it just read), and a key check (with its FOR KEY SHARE lock on the referenced row)
+    # per entry halved the speed of recognising a backlog.
     # `marketplace ledger-audit` checks each entry against its line instead (migration 0010).
     line_id: Mapped[uuid.UUID]
     order_id: Mapped[uuid.UUID]
