@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from app.api.attribution import policy_from
+from app.cli import _recognise_backlog
 from app.settings import Settings
 from services.households.models import Household
-from services.ledger import flag_rules, flags
+from services.ledger import audit, flag_rules, flags
 from services.ledger import service as ledger
 from services.ledger.flags import FlagPolicy
 from services.ledger.models import (
@@ -24,6 +25,7 @@ from services.ledger.models import (
     FlagRule,
     FlagStatus,
     LedgerEntry,
+    Payout,
     Recognition,
     Ruling,
 )
@@ -576,3 +578,27 @@ async def test_a_batch_may_raise_more_flags_than_one_statement_carries(session) 
     assert len(ids) == len(created) == 3_500
     again, created_again = await flag_rules._write(session, drafts)
     assert again == ids and not created_again
+
+
+async def test_backlog_workers_recognise_every_fulfilment_once(live) -> None:
+    """`marketplace ledger-recognise --workers 3 --batch-size 2`: three batches at once on
+    connections of their own share the backlog; each fulfilment enters the ledger once."""
+    users = CommittingUsers(live["session"], live["settings"])
+    world = await users.builder()
+    coop = await world.cooperative()
+    a = await world.household(head="吴春生")
+    b = await world.household(head="钱秋月")
+    product = await supplied_product(world, coop, [(a, 3_000), (b, 1_500)])
+    await live["session"].commit()
+    orders = [await delivered_cod_order(live["client"], users, [(product, n)]) for n in range(1, 9)]
+
+    await _recognise_backlog(live["settings"], batch_size=2, workers=3)
+
+    async with live["factory"]() as session, session.begin():
+        fulfilments = {uuid.UUID(o["fulfilments"][0]["id"]) for o in orders}
+        assert set(await session.scalars(select(Recognition.fulfilment_id))) == fulfilments
+        assert set(await session.scalars(select(Payout.fulfilment_id))) == fulfilments
+        lines = (await session.scalars(select(OrderLine))).all()
+        held = await session.scalar(select(func.sum(LedgerEntry.amount_fen)))
+        assert held == sum(ledger.net_after(x.gross_fen, x.fee_fen, x.refunded_fen) for x in lines)
+        assert await audit.audit(session, now=datetime.now(UTC)) == []
