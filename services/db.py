@@ -76,3 +76,10 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
     """One unit of work for jobs and the CLI: commit on success, roll back on error."""
     async with factory() as session, session.begin():
         yield session
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under a session, inside its transaction: for COPY, and for
+    bulk reads that SQLAlchemy's result processing would slow down."""
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection

@@ -31,6 +31,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from services.assessment.scope import scope_of
 from services.assessment.thresholds import thresholds_for
+from services.db import driver_connection
 from services.errors import DomainError, Forbidden
 from services.exports import sources, writers
 from services.exports.models import Export, ExportFormat, ExportStatus
@@ -236,8 +237,7 @@ async def _write_csv(
     progress: Progress,
 ) -> writers.Written:
     connection = await session.connection()
-    # The asyncpg connection under the session, inside the job's transaction.
-    raw = (await connection.get_raw_connection()).driver_connection
+    raw = await driver_connection(session)
     sql, args = positional(statement, connection.dialect)
     types = await _result_types(raw, sql)
     flat = sources.flat_statement(statement, types, free_text=sources.TABLES[export.kind].free_text)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import BigInteger
 
 from services import phones
+from services.db import driver_connection
 from services.households.models import Household
 from services.ledger import service as ledger
 from services.ledger.flags import FlagPolicy, among, current_policy
@@ -156,10 +157,7 @@ async def _fetch(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
     A backlog batch reads tens of thousands of rows here; going around SQLAlchemy's
     result processing (a uuid.UUID built from text for every id) halves the rules' cost.
     """
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
-    return list(await driver.fetch(sql, *args))
+    return list(await (await driver_connection(session)).fetch(sql, *args))
 
 
 def _ids(values: Iterable[uuid.UUID]) -> list[uuid.UUID]:

@@ -27,6 +27,7 @@ from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
+from services.db import driver_connection
 from services.errors import NotFound
 from services.ledger.models import EntryKind, LedgerEntry, Recognition
 from services.orders.models import (
@@ -212,9 +213,7 @@ async def _insert(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
     """
     if not rows:
         return
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
+    driver = await driver_connection(session)
     await driver.copy_records_to_table(
         LedgerEntry.__tablename__, records=rows, columns=ENTRY_COLUMNS
     )
