@@ -245,11 +245,10 @@ async def site_parcels(
     responses=problem_responses(400, 404, 413, 422, 503),
     tags=["webhooks"],
 )
-async def tracking_webhook(
-    request: Request, session: SessionDep, provider: str
-) -> dict[str, Any] | JSONResponse:
+async def tracking_webhook(request: Request, provider: str) -> dict[str, Any] | JSONResponse:
     """A provider's signed push: verified, each event stored once, the parcel moved forward.
 
+    Each parcel's report is applied atomically by itself (no request-wide transaction).
     Answers the acknowledgement the provider expects (Kuaidi100 wants its own body).
     """
     providers: Providers = request.app.state.tracking
@@ -278,7 +277,7 @@ async def tracking_webhook(
         return problem(422, "malformed-push", f"The push cannot be read: {exc}")
     at = now()
     for update in updates:
-        received = await tracking.receive_update(session, update, now=at)
+        received = await tracking.receive_pushed(request.app.state.sessionmaker, update, now=at)
         if received.outcome == "unknown-parcel":
             logger.info(
                 "tracking push for an unknown parcel",

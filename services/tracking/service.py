@@ -1,11 +1,13 @@
 """Shipments: registering parcels, applying provider and manual events, who sees what.
 
-Every event, from a webhook, the poller or a person, goes through `_apply`: it
-stores the events not seen before (a digest of source, status, time and place is
-unique per shipment, so the same scan reported twice, or by the webhook and the
-poller at the same moment, is one row), then moves the parcel's status by the
-rules in `rules.py`, and, when the last parcel of a fulfilment arrives, delivers
-the fulfilment in the same transaction, with its outbox record for attribution.
+Every event, from a webhook, the poller or a person, goes through the SQL function
+`tracking_apply` (migration 0011): it stores the events not seen before (a digest
+of source, status, time and place is unique per shipment, so the same scan
+reported twice, or by the webhook and the poller at the same moment, is one row)
+and moves the parcel's status by the rule of `rules.py`; when the last parcel of a
+fulfilment arrives, `_deliver_if_complete` delivers the fulfilment in the same
+transaction, with its outbox record for attribution. A provider's push that
+delivers nothing is one statement (`receive_pushed`), outside any transaction.
 
 Locks are always taken shipment first, then order: the order's lock guards its
 fulfilments and the decision that all of them have arrived.
@@ -20,21 +22,18 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    Boolean,
     Table,
     and_,
-    bindparam,
-    case,
     exists,
     func,
-    null,
     or_,
     select,
-    update,
+    text,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.db import driver_connection, transaction
 from services.errors import Conflict, Forbidden, Invalid, NotFound
 from services.orders import service as orders
 from services.orders.models import (
@@ -47,7 +46,7 @@ from services.orders.models import (
 )
 from services.pagination import Page, keyset_page
 from services.payments import service as payments
-from services.tracking import carriers, rules
+from services.tracking import carriers
 from services.tracking.models import (
     ACTIVE_STATUSES,
     EventSource,
@@ -55,9 +54,8 @@ from services.tracking.models import (
     Shipment,
     ShipmentEvent,
     Source,
-    TrackingPush,
 )
-from services.tracking.vocabulary import FINISHED, Checkpoint, TrackingStatus, TrackingUpdate
+from services.tracking.vocabulary import Checkpoint, TrackingStatus, TrackingUpdate
 from services.users import access
 from services.users.models import Role, User
 
@@ -207,6 +205,72 @@ class Ingested:
     status: TrackingStatus | None = None
 
 
+def _report(
+    checkpoints: list[tuple[str, Checkpoint]],
+) -> dict[str, list[Any]]:
+    """The events of a report as the columns `tracking_apply` and `tracking_receive` take."""
+    return {
+        "keys": [key for key, _ in checkpoints],
+        "statuses": [c.status.value for _, c in checkpoints],
+        "raw": [c.raw_status[:80] for _, c in checkpoints],
+        "times": [c.occurred_at for _, c in checkpoints],
+        "locations": [c.location for _, c in checkpoints],
+        "descriptions": [c.description for _, c in checkpoints],
+    }
+
+
+# A provider's report in one statement (migration 0011): once per delivery id, the
+# parcel locked, its unseen events stored and its status moved. With `deliver` false
+# a first delivery writes nothing and answers "deferred".
+_RECEIVE_ARGS = (
+    "provider",
+    "delivery_id",
+    "tracking_number",
+    "carrier",
+    "number",
+    "shipment",
+    "now",
+    "keys",
+    "statuses",
+    "raw",
+    "times",
+    "locations",
+    "descriptions",
+    "deliver",
+)
+_RECEIVE = text(
+    "SELECT outcome, shipment_id, order_id, fulfilment_id, new_events, status, delivered "
+    "FROM tracking_receive(:provider, :delivery_id, :tracking_number, :carrier, :number, "
+    ":shipment, :now, :keys, :statuses, :raw, :times, :locations, :descriptions, :deliver)"
+)
+# The same call for the driver itself, its arguments by position in _RECEIVE_ARGS.
+_RECEIVE_DRIVER = (
+    "SELECT outcome, shipment_id, order_id, fulfilment_id, new_events, status, delivered "
+    "FROM tracking_receive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+)
+_APPLY = text(
+    "SELECT new_events, status, delivered FROM tracking_apply(:shipment, :source, :kind, "
+    ":actor, :now, :keys, :statuses, :raw, :times, :locations, :descriptions, true)"
+)
+
+
+def _receive_params(
+    update: TrackingUpdate, *, now: datetime, shipment_id: uuid.UUID | None, deliver: bool
+) -> dict[str, Any]:
+    source = Source(update.provider)
+    return {
+        "provider": source.value,
+        "delivery_id": update.delivery_id,
+        "tracking_number": update.tracking_number[:40],
+        "carrier": update.carrier,
+        "number": carriers.clean_tracking_number(update.tracking_number),
+        "shipment": shipment_id,
+        "now": now,
+        "deliver": deliver,
+        **_report([(event_key(source, c), c) for c in update.checkpoints]),
+    }
+
+
 async def receive_update(
     session: AsyncSession,
     update: TrackingUpdate,
@@ -214,97 +278,53 @@ async def receive_update(
     now: datetime,
     shipment_id: uuid.UUID | None = None,
 ) -> Ingested:
-    """Apply what a provider pushed (or, for `shipment_id`, answered a poll) exactly once."""
-    source = Source(update.provider)
-    if update.delivery_id is not None:
-        stored = (
-            await session.execute(
-                _INBOX,
-                {
-                    "provider": source,
-                    "delivery_id": update.delivery_id,
-                    "tracking_number": update.tracking_number[:40],
-                    "outcome": "applied",
-                    "received_at": now,
-                },
-            )
-        ).first()
-        if stored is None:
-            return Ingested("duplicate")
-    if shipment_id is not None:
-        found = await session.execute(_PARCEL_BY_ID, {"b_id": shipment_id})
-    else:
-        number = carriers.clean_tracking_number(update.tracking_number)
-        found = await session.execute(
-            _PARCEL_BY_NUMBER, {"b_carrier": update.carrier, "b_number": number}
+    """Apply what a provider pushed (or, for `shipment_id`, answered a poll) exactly once,
+    in the session's transaction; a parcel's delivery delivers its fulfilment with it."""
+    row = (
+        await session.execute(
+            _RECEIVE, _receive_params(update, now=now, shipment_id=shipment_id, deliver=True)
         )
-    parcel = found.first()
-    if parcel is None:
-        if update.delivery_id is not None:
-            await session.execute(update_push_outcome(source, update.delivery_id, "unknown-parcel"))
+    ).one()
+    if row.outcome == "unknown-parcel":
         return Ingested("unknown-parcel")
-    new, status = await _apply(
-        session,
-        parcel,
-        [(event_key(source, c), c) for c in update.checkpoints],
-        source=source,
-        kind=None,
-        actor_id=None,
-        now=now,
-    )
-    return Ingested("applied", parcel.id, new, status)
+    if row.outcome == "duplicate":
+        return Ingested("duplicate")
+    if row.delivered:
+        await _deliver_if_complete(session, row.order_id, row.fulfilment_id, now=now)
+    return Ingested("applied", row.shipment_id, row.new_events, TrackingStatus(row.status))
 
 
-def update_push_outcome(provider: Source, delivery_id: str, outcome: str) -> Any:
-    return (
-        update(TrackingPush)
-        .where(TrackingPush.provider == provider, TrackingPush.delivery_id == delivery_id)
-        .values(outcome=outcome)
-    )
+async def receive_pushed(
+    factory: async_sessionmaker[AsyncSession], update: TrackingUpdate, *, now: datetime
+) -> Ingested:
+    """Apply a provider's push exactly once, in one statement outside any transaction.
+
+    The statement is atomic by itself, so a push costs one round trip. A push that
+    delivers a parcel is applied again in a transaction of its own, where the
+    fulfilment is delivered with it (its outbox record included).
+    """
+    params = _receive_params(update, now=now, shipment_id=None, deliver=False)
+    async with transaction(factory) as session:
+        # Straight to the driver: SQLAlchemy has sent nothing yet, so no BEGIN either
+        # (its commit then has nothing to send), and the statement commits by itself;
+        # where the session joins an outer transaction, as in the tests, so does it.
+        driver = await driver_connection(session)
+        row = await driver.fetchrow(_RECEIVE_DRIVER, *(params[a] for a in _RECEIVE_ARGS))
+    if row["outcome"] == "deferred":
+        async with transaction(factory) as session:
+            return await receive_update(session, update, now=now)
+    if row["outcome"] != "applied":
+        return Ingested(row["outcome"])
+    return Ingested("applied", row["shipment_id"], row["new_events"], TrackingStatus(row["status"]))
 
 
-# The hot path of every push and poll, in plain statements on the tables: a parcel's
-# state is read as a row and written with one UPDATE, without the ORM's unit of work.
+# A parcel's state is read as a row for the sweep of silent parcels.
 _SHIPMENTS = cast(Table, Shipment.__table__)
-_EVENTS = cast(Table, ShipmentEvent.__table__)
-_PUSHES = cast(Table, TrackingPush.__table__)
-_INBOX = insert(_PUSHES).on_conflict_do_nothing().returning(_PUSHES.c.delivery_id)
 _PARCEL = select(
     _SHIPMENTS.c.id,
     _SHIPMENTS.c.order_id,
     _SHIPMENTS.c.fulfilment_id,
-    _SHIPMENTS.c.county_code,
     _SHIPMENTS.c.status,
-    _SHIPMENTS.c.status_at,
-    _SHIPMENTS.c.last_event_at,
-    _SHIPMENTS.c.pickup_site_id,
-)
-_PARCEL_BY_ID = _PARCEL.where(_SHIPMENTS.c.id == bindparam("b_id")).with_for_update()
-_PARCEL_BY_NUMBER = _PARCEL.where(
-    _SHIPMENTS.c.carrier == bindparam("b_carrier"),
-    _SHIPMENTS.c.tracking_number == bindparam("b_number"),
-).with_for_update()
-_NEW_EVENTS = (
-    insert(_EVENTS)
-    .on_conflict_do_nothing(index_elements=[_EVENTS.c.shipment_id, _EVENTS.c.dedupe_key])
-    .returning(_EVENTS.c.status, _EVENTS.c.occurred_at)
-)
-_MOVE = (
-    update(_SHIPMENTS)
-    .where(_SHIPMENTS.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status", type_=_SHIPMENTS.c.status.type),
-        status_at=bindparam("b_status_at", type_=_SHIPMENTS.c.status_at.type),
-        last_event_at=bindparam("b_last_event_at", type_=_SHIPMENTS.c.last_event_at.type),
-        updated_at=bindparam("b_now", type_=_SHIPMENTS.c.updated_at.type),
-        next_poll_at=case(
-            (bindparam("b_finished", type_=Boolean()), null()), else_=_SHIPMENTS.c.next_poll_at
-        ),
-        delivered_at=func.coalesce(
-            _SHIPMENTS.c.delivered_at,
-            bindparam("b_delivered_at", type_=_SHIPMENTS.c.delivered_at.type),
-        ),
-    )
 )
 
 
@@ -320,59 +340,27 @@ async def _apply(
 ) -> tuple[int, TrackingStatus]:
     """Store the events not seen before and move the parcel; the caller holds its lock.
 
-    `parcel` is a row of `_PARCEL` or a Shipment (read for its id, order, fulfilment,
-    county, status, status time, last event time and pickup site). Answers how many
-    events were new and the parcel's status after them.
+    `parcel` is a row of `_PARCEL` or a Shipment (read for its id, order, fulfilment
+    and status). Answers how many events were new and the parcel's status after them.
     """
-    before = TrackingStatus(parcel.status)
     if not checkpoints:
-        return 0, before
-    rows = [
-        {
-            "shipment_id": parcel.id,
-            "county_code": parcel.county_code,
-            "source": source,
-            "kind": kind,
-            "status": c.status,
-            "raw_status": c.raw_status[:80],
-            "occurred_at": c.occurred_at,
-            "location": c.location,
-            "description": c.description,
-            "dedupe_key": key,
-            "actor_id": actor_id,
-            "received_at": now,
-        }
-        for key, c in checkpoints
-    ]
-    fresh = (await session.execute(_NEW_EVENTS, rows)).all()
-    if not fresh:
-        return 0, before
-    status, status_at = before, parcel.status_at
-    to_site = parcel.pickup_site_id is not None and source not in (
-        Source.manual,
-        EventSource.manual,
-    )
-    for reported, at in sorted(fresh, key=lambda r: r[1]):
-        candidate = rules.as_reported(TrackingStatus(reported), to_pickup_site=to_site)
-        if rules.supersedes(candidate, at, status, status_at):
-            status, status_at = candidate, at
-    latest = max(at for _, at in fresh)
-    delivered = status is S.delivered and before is not S.delivered
-    await session.execute(
-        _MOVE,
-        {
-            "b_id": parcel.id,
-            "b_status": status,
-            "b_status_at": status_at,
-            "b_last_event_at": max(latest, parcel.last_event_at or latest),
-            "b_now": now,
-            "b_finished": status in FINISHED,
-            "b_delivered_at": status_at if delivered else None,
-        },
-    )
-    if delivered:
+        return 0, TrackingStatus(parcel.status)
+    row = (
+        await session.execute(
+            _APPLY,
+            {
+                "shipment": parcel.id,
+                "source": source.value,
+                "kind": kind.value if kind is not None else None,
+                "actor": actor_id,
+                "now": now,
+                **_report(checkpoints),
+            },
+        )
+    ).one()
+    if row.delivered:
         await _deliver_if_complete(session, parcel.order_id, parcel.fulfilment_id, now=now)
-    return len(fresh), status
+    return row.new_events, TrackingStatus(row.status)
 
 
 async def _deliver_if_complete(
