@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import asyncpg
 from sqlalchemy import DateTime, Enum, MetaData, func
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -83,3 +84,32 @@ async def driver_connection(session: AsyncSession) -> Any:
     bulk reads that SQLAlchemy's result processing would slow down."""
     connection = await session.connection()
     return (await connection.get_raw_connection()).driver_connection
+
+
+@asynccontextmanager
+async def autocommit_driver(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
+    """An asyncpg connection for statements that each commit by themselves.
+
+    For a hot path whose work is one statement (a function call, say): one round
+    trip, no BEGIN or COMMIT, and none of the session's bookkeeping. Drawn from the
+    engine's pool when the factory draws from one; a factory bound to a connection
+    (joined to an outer transaction, as in the tests) lends that connection, and the
+    statements join its transaction.
+    """
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, AsyncEngine):
+        async with transaction(factory) as session:
+            yield await driver_connection(session)
+        return
+    pooled = await bind.raw_connection()
+    driver: Any = pooled.driver_connection
+    try:
+        yield driver
+    except BaseException as exc:
+        # A statement's own error leaves the connection as it was (no transaction to
+        # abort); anything else (a lost connection, a cancelled wait) may not.
+        if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
+            pooled.invalidate(exc if isinstance(exc, Exception) else None)
+        raise
+    finally:
+        pooled.close()

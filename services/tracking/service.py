@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db import driver_connection, transaction
+from services.db import autocommit_driver, transaction
 from services.errors import Conflict, Forbidden, Invalid, NotFound
 from services.orders import service as orders
 from services.orders.models import (
@@ -304,11 +304,7 @@ async def receive_pushed(
     fulfilment is delivered with it (its outbox record included).
     """
     params = _receive_params(update, now=now, shipment_id=None, deliver=False)
-    async with transaction(factory) as session:
-        # Straight to the driver: SQLAlchemy has sent nothing yet, so no BEGIN either
-        # (its commit then has nothing to send), and the statement commits by itself;
-        # where the session joins an outer transaction, as in the tests, so does it.
-        driver = await driver_connection(session)
+    async with autocommit_driver(factory) as driver:
         row = await driver.fetchrow(_RECEIVE_DRIVER, *(params[a] for a in _RECEIVE_ARGS))
     if row["outcome"] == "deferred":
         async with transaction(factory) as session:

@@ -1,0 +1,46 @@
+"""The session helpers of services.db, on a real PostgreSQL and a pool of one connection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.db import autocommit_driver, create_engine, session_factory
+
+
+@pytest.fixture
+async def one_connection(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+async def test_an_autocommit_statement_runs_outside_any_transaction(one_connection) -> None:
+    async with autocommit_driver(one_connection) as driver:
+        assert not driver.is_in_transaction()
+        # Each statement is its own transaction.
+        first = await driver.fetchval("SELECT txid_current()")
+        assert await driver.fetchval("SELECT txid_current()") != first
+
+
+async def test_a_statements_own_error_gives_the_connection_back_for_reuse(one_connection) -> None:
+    async with autocommit_driver(one_connection) as driver:
+        backend = await driver.fetchval("SELECT pg_backend_pid()")
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with autocommit_driver(one_connection) as driver:
+            await driver.fetchval("SELECT 1 / 0")
+    async with autocommit_driver(one_connection) as driver:
+        assert await driver.fetchval("SELECT pg_backend_pid()") == backend
+
+
+async def test_a_lost_connection_is_not_lent_again(one_connection) -> None:
+    async with autocommit_driver(one_connection) as driver:
+        backend = await driver.fetchval("SELECT pg_backend_pid()")
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        async with autocommit_driver(one_connection) as driver:
+            await driver.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    async with autocommit_driver(one_connection) as driver:
+        assert await driver.fetchval("SELECT pg_backend_pid()") != backend
