@@ -46,3 +46,12 @@ async def test_metrics_count_requests_by_route_template(client, users):
     metrics = (await client.get("/metrics")).text
     assert 'http_requests_total{handler="/v1/me",method="GET",status="200"} 2.0' in metrics
     assert "http_request_duration_seconds_bucket" in metrics
+
+
+async def test_unmatched_paths_share_one_label_and_metrics_are_not_counted(client):
+    for path in ("/v1/nothing-here", "/wp-login.php", "/metrics"):
+        await client.get(path)
+    metrics = (await client.get("/metrics")).text
+    assert 'http_requests_total{handler="none",method="GET",status="404"} 2.0' in metrics
+    assert 'handler="/metrics"' not in metrics
+    assert "wp-login" not in metrics

@@ -1,12 +1,14 @@
-"""Liveness and readiness for orchestrators and load balancers."""
+"""Liveness and readiness for orchestrators and load balancers; metrics for Prometheus."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -61,3 +63,14 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
             headers={"Retry-After": "5"},
         )
     return Readiness(status="ready", database="ok", revision=revision)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process, or of every worker process when
+    PROMETHEUS_MULTIPROC_DIR is set (each worker then writes its samples there)."""
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
