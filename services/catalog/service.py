@@ -414,29 +414,34 @@ async def unsell(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> N
 async def shares_in_force(
     session: AsyncSession, product_ids: list[uuid.UUID], at: datetime
 ) -> dict[uuid.UUID, ShareSnapshot]:
-    """The share set in force at `at` for each product, in two queries."""
+    """The share set in force at `at` for each product, with its entries, in one query."""
     latest = (
         select(ShareSet.id, ShareSet.product_id, ShareSet.effective_from)
         .where(ShareSet.product_id.in_(product_ids), ShareSet.effective_from <= at)
         .order_by(ShareSet.product_id, ShareSet.effective_from.desc(), ShareSet.id.desc())
         .ext(distinct_on(ShareSet.product_id))
+        .subquery()
     )
-    sets = (await session.execute(latest)).all()
-    found: dict[uuid.UUID, ShareSnapshot] = {p: ShareSnapshot(None, None, []) for p in product_ids}
-    if not sets:
-        return found
-    entries = (
+    rows = (
         await session.execute(
-            select(ShareEntry.set_id, ShareEntry.household_id, ShareEntry.basis_points)
-            .where(ShareEntry.set_id.in_([s.id for s in sets]))
-            .order_by(ShareEntry.set_id, ShareEntry.household_id)
+            select(
+                latest.c.id,
+                latest.c.product_id,
+                latest.c.effective_from,
+                ShareEntry.household_id,
+                ShareEntry.basis_points,
+            )
+            .select_from(latest.outerjoin(ShareEntry, ShareEntry.set_id == latest.c.id))
+            .order_by(latest.c.product_id, ShareEntry.household_id)
         )
     ).all()
-    by_set: dict[uuid.UUID, list[Share]] = {}
-    for set_id, household_id, basis_points in entries:
-        by_set.setdefault(set_id, []).append(Share(household_id, basis_points))
-    for set_id, product_id, effective_from in sets:
-        found[product_id] = ShareSnapshot(set_id, effective_from, by_set.get(set_id, []))
+    found: dict[uuid.UUID, ShareSnapshot] = {p: ShareSnapshot(None, None, []) for p in product_ids}
+    for set_id, product_id, effective_from, household_id, basis_points in rows:
+        snapshot = found[product_id]
+        if snapshot.set_id is None:
+            snapshot = found[product_id] = ShareSnapshot(set_id, effective_from, [])
+        if household_id is not None:
+            snapshot.shares.append(Share(household_id, basis_points))
     return found
 
 

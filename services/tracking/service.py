@@ -364,18 +364,14 @@ async def _deliver_if_complete(
 ) -> None:
     order = await orders.lock_order(session, order_id)
     fulfilment = await orders.fulfilment_of(session, order, fulfilment_id)
-    waiting = await session.scalar(
-        select(
-            exists().where(
-                Shipment.fulfilment_id == fulfilment_id,
-                Shipment.status != S.delivered,
-            )
+    arrived, last = (
+        await session.execute(
+            select(
+                func.bool_and(Shipment.status == S.delivered), func.max(Shipment.delivered_at)
+            ).where(Shipment.fulfilment_id == fulfilment_id)
         )
-    )
-    if not waiting:
-        last = await session.scalar(
-            select(func.max(Shipment.delivered_at)).where(Shipment.fulfilment_id == fulfilment_id)
-        )
+    ).one()
+    if arrived:
         await orders.deliver_fulfilment(
             session, order, fulfilment, delivered_at=last or now, now=now
         )
