@@ -4,6 +4,7 @@ A provider's push used to cost six round trips (begin, inbox, parcel lock, event
 status, commit); `tracking_receive` does it in one statement, so that a push that
 does not deliver a parcel runs outside any transaction, atomic by itself.
 
+- `tracking_progress(status)`: a status's place along a normal journey.
 - `tracking_fold(status, status_at, to_site, statuses, times)`: the parcel's status
   after some new events, by the rule of `services.tracking.rules` (a return wins,
   then a delivery, then the latest event by its own time, ties by progress; to a
@@ -35,12 +36,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Progress along a normal journey (rules._PROGRESS), only to break ties in time.
-_PROGRESS = (
-    "ARRAY['pending', 'expired', 'info_received', 'in_transit', 'exception', "
-    "'failed_attempt', 'out_for_delivery', 'available_for_pickup', 'delivered', 'returned']"
-)
+PROGRESS = """
+CREATE FUNCTION tracking_progress(p_status text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT array_position(
+        ARRAY['pending', 'expired', 'info_received', 'in_transit', 'exception',
+              'failed_attempt', 'out_for_delivery', 'available_for_pickup', 'delivered',
+              'returned'],
+        p_status)
+$$
+"""
 
-FOLD = f"""
+FOLD = """
 CREATE FUNCTION tracking_fold(
     p_status text, p_status_at timestamptz, p_to_site boolean,
     p_statuses text[], p_times timestamptz[],
@@ -56,7 +63,7 @@ BEGIN
     END IF;
     SELECT min(e.at) FILTER (WHERE e.s = 'returned') AS returned_at,
            min(e.at) FILTER (WHERE e.s = 'delivered') AS delivered_at,
-           (array_agg(e.s ORDER BY e.at DESC, array_position({_PROGRESS}, e.s) DESC))[1] AS top,
+           (array_agg(e.s ORDER BY e.at DESC, tracking_progress(e.s) DESC))[1] AS top,
            max(e.at) AS top_at
       INTO f
       FROM (SELECT CASE WHEN p_to_site AND u.s = 'delivered' THEN 'available_for_pickup'
@@ -73,8 +80,8 @@ BEGIN
         status_at := f.delivered_at;
     ELSIF f.top IS NOT NULL AND (
         p_status_at IS NULL
-        OR (f.top_at, array_position({_PROGRESS}, f.top))
-           > (p_status_at, array_position({_PROGRESS}, p_status))
+        OR (f.top_at, tracking_progress(f.top))
+           > (p_status_at, tracking_progress(p_status))
     ) THEN
         status := f.top;
         status_at := f.top_at;
@@ -221,6 +228,7 @@ $$
 
 
 def upgrade() -> None:
+    op.execute(PROGRESS)
     op.execute(FOLD)
     op.execute(APPLY)
     op.execute(RECEIVE)
@@ -236,3 +244,4 @@ def downgrade() -> None:
         "text[], timestamptz[], text[], text[], boolean)"
     )
     op.execute("DROP FUNCTION tracking_fold(text, timestamptz, boolean, text[], timestamptz[])")
+    op.execute("DROP FUNCTION tracking_progress(text)")
