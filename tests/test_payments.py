@@ -8,14 +8,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from app.main import create_app
+from services.catalog import service as catalog
 from services.catalog.models import Product
 from services.errors import Invalid
 from services.jobs.models import Job
 from services.orders import flows
-from services.orders.models import Order, OrderEvent, OrderStatus
+from services.orders.models import Fulfilment, Order, OrderEvent, OrderLine, OrderStatus
 from services.payments.models import Payment, Refund, StripeEvent
 from services.users.models import Role
 from tests.fakes.stripe_server import make_event
@@ -103,6 +104,101 @@ async def test_payment_succeeded_confirms_the_order_and_sells_the_stock(api, use
     assert row.paid_fen == order["total_fen"]
     chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
     assert (chicken.stock, chicken.reserved, chicken.sold_count) == (8, 0, 2)
+
+
+async def test_payment_takes_the_share_snapshot_in_force_when_it_is_paid(
+    api, users, shelf, session, world
+):
+    _, order = await place(api, users, shelf)
+    paid_at = datetime.now(UTC)
+    await catalog.set_shares(
+        session,
+        world.admin,
+        shelf["chicken"].id,
+        [catalog.Share(shelf["b"].id, 10_000)],
+        now=paid_at - timedelta(milliseconds=1),
+    )
+    event = intent_event("payment_intent.succeeded", order, status="succeeded")
+    response = await deliver(api, event)
+    assert response.json()["outcome"] == "order-confirmed"
+    lines = {
+        line.product_id: line
+        for line in (
+            await session.scalars(
+                select(OrderLine)
+                .where(OrderLine.order_id == order["id"])
+                .execution_options(populate_existing=True)
+            )
+        ).all()
+    }
+    chicken, tea = lines[shelf["chicken"].id], lines[shelf["tea"].id]
+    assert chicken.shares == [{"household_id": str(shelf["b"].id), "basis_points": 10_000}]
+    assert chicken.share_set_id is not None and chicken.shares_at >= paid_at
+    assert (tea.share_set_id, tea.shares) == (None, [])
+    fulfilments = (
+        await session.scalars(
+            select(Fulfilment.status)
+            .where(Fulfilment.order_id == order["id"])
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    assert {f.value for f in fulfilments} == {"ready"}
+    payment = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.order_id == order["id"])
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+    assert payment.state.value == "succeeded"
+    assert payment.succeeded_at == datetime.fromtimestamp(event["created"], UTC)
+    stored = await session.get(StripeEvent, event["id"], populate_existing=True)
+    assert stored is not None and stored.outcome == "order-confirmed"
+
+
+_INTENT_SUCCEEDED = text(
+    "SELECT stripe_intent_succeeded(:id, :type, NULL, now(), false, '{}'::jsonb, "
+    ":intent, :amount, now())"
+)
+
+
+async def test_the_one_statement_path_confirms_the_usual_payment(api, users, shelf, session):
+    _, order = await place(api, users, shelf)
+    event = intent_event("payment_intent.succeeded", order, status="succeeded")
+    params = {"id": event["id"], "type": event["type"], "intent": intent_of(order)}
+    outcome = await session.scalar(_INTENT_SUCCEEDED, params | {"amount": order["total_fen"]})
+    assert outcome == "order-confirmed"
+    row = await order_row(session, order["id"])
+    assert (row.status.value, row.payment_status.value) == ("confirmed", "paid")
+    assert row.paid_fen == order["total_fen"] and row.reserved_until is None
+    chicken = await session.get(Product, shelf["chicken"].id, populate_existing=True)
+    assert (chicken.stock, chicken.reserved, chicken.sold_count) == (8, 0, 2)
+    again = await session.scalar(_INTENT_SUCCEEDED, params | {"amount": order["total_fen"]})
+    assert again == "duplicate"
+
+
+async def test_the_one_statement_path_leaves_anything_unusual_untouched(api, users, shelf, session):
+    # A succeeded intent whose order is no longer awaiting payment is not the usual
+    # case: the statement writes nothing and the transactional path takes it over.
+    _, order = await place(api, users, shelf)
+    await session.execute(
+        update(Order).where(Order.id == order["id"]).values(status=OrderStatus.cancelled)
+    )
+    event = intent_event("payment_intent.succeeded", order, status="succeeded")
+    outcome = await session.scalar(
+        _INTENT_SUCCEEDED,
+        {"id": event["id"], "type": event["type"], "intent": intent_of(order), "amount": 1},
+    )
+    assert outcome == "deferred"
+    assert await session.get(StripeEvent, event["id"]) is None
+    payment = (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.order_id == order["id"])
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+    assert payment.state.value == "pending"
 
 
 async def test_the_same_event_ten_times_has_one_effect(api, users, shelf, session):

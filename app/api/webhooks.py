@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import SessionDep, now
+from app.deps import now
 from app.errors import problem
 from app.schemas.orders import WebhookAck
 from app.schemas.problem import problem_responses
@@ -22,10 +22,9 @@ logger = logging.getLogger(__name__)
 @router.post("/stripe", response_model=WebhookAck, responses=problem_responses(400, 413, 503))
 async def stripe_webhook(
     request: Request,
-    session: SessionDep,
     stripe_signature: str | None = Header(default=None, alias="Stripe-Signature"),
 ) -> WebhookAck | JSONResponse:
-    """Verify, store once, apply forward-only; all in one transaction, answered at once."""
+    """Verify, store once, apply forward-only; atomically, answered at once."""
     gateway: StripeGateway | None = request.app.state.stripe
     if gateway is None:
         return problem(
@@ -46,5 +45,7 @@ async def stripe_webhook(
             "The Stripe-Signature header does not verify.",
             instance=request.url.path,
         )
-    received = await payments.receive_event(session, event, now=now(), enqueue=enqueue)
+    received = await payments.receive(
+        request.app.state.sessionmaker, event, now=now(), enqueue=enqueue
+    )
     return WebhookAck(received=True, duplicate=received.duplicate, outcome=received.outcome)

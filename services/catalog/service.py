@@ -391,16 +391,6 @@ async def release(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> 
         )
 
 
-async def mark_sold(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> None:
-    """Reserved units are sold (paid, or cash collected): they count for best-selling."""
-    for product_id, quantity in sorted(items, key=lambda x: str(x[0])):
-        await session.execute(
-            update(Product)
-            .where(Product.id == product_id)
-            .values(reserved=Product.reserved - quantity, sold_count=Product.sold_count + quantity)
-        )
-
-
 async def unsell(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> None:
     """Sold units come back (a paid order cancelled before shipment)."""
     for product_id, quantity in sorted(items, key=lambda x: str(x[0])):

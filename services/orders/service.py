@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog import service as catalog
@@ -191,36 +191,37 @@ async def _set_fulfilments(
 
 
 async def record_sale(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
-    """Money received: reserved stock counts as sold, and the share snapshot is retaken."""
-    order.paid_fen = amount
-    order.paid_at = now
-    order.payment_status = PaymentStatus.paid
-    order.reserved_until = None
-    lines = await order_lines(session, order.id)
-    await catalog.mark_sold(session, _items(lines))
-    snapshots = await catalog.shares_in_force(session, [line.product_id for line in lines], now)
-    for line in lines:
-        snapshot = snapshots[line.product_id]
-        line.share_set_id = snapshot.set_id
-        line.shares = [
-            {"household_id": str(s.household_id), "basis_points": s.basis_points}
-            for s in snapshot.shares
-        ]
-        line.shares_at = now
+    """Money received: the order is paid, reserved stock counts as sold, and the share
+    snapshot is retaken (the SQL function `orders_record_sale`, migration 0012)."""
     await session.flush()
+    await session.execute(_RECORD_SALE, {"order": order.id, "amount": amount, "now": now})
+    await session.refresh(order)
 
 
 async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
     """A Stripe payment succeeded: the order proceeds to its cooperatives.
 
-    The share snapshot is taken again at the moment of payment: a sale keeps the
-    shares in force when it was paid (DESIGN), and they may have changed since checkout.
+    The order is confirmed (with its history row), its fulfilments are ready, and the
+    sale is recorded, by the SQL function `orders_confirm_paid` (migration 0012),
+    which a Stripe event's one-statement path calls too. The share snapshot is taken
+    again at the moment of payment: a sale keeps the shares in force when it was paid
+    (DESIGN), and they may have changed since checkout.
     """
-    states.move(
-        session, order, OrderStatus.confirmed, reason="payment succeeded", actor_id=None, now=now
-    )
-    await _set_fulfilments(session, order.id, FulfilmentStatus.ready, now)
-    await record_sale(session, order, amount=amount, now=now)
+    if not states.can_move(order.status, OrderStatus.confirmed):
+        raise Conflict(
+            f"An order cannot move from {order.status.value} to confirmed.",
+            field="status",
+            reason="illegal-transition",
+            from_status=order.status.value,
+            to_status=OrderStatus.confirmed.value,
+        )
+    await session.flush()
+    await session.execute(_CONFIRM_PAID, {"order": order.id, "amount": amount, "now": now})
+    await session.refresh(order)
+
+
+_RECORD_SALE = text("SELECT orders_record_sale(:order, :amount, :now)")
+_CONFIRM_PAID = text("SELECT orders_confirm_paid(:order, :amount, :now)")
 
 
 async def cancel(

@@ -9,6 +9,7 @@ in the outbox) and executed against Stripe by that job, or inline at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services import money
-from services.db import utcnow
+from services.db import autocommit_driver, transaction, utcnow
 from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.ledger import service as ledger
 from services.orders import service as orders
@@ -91,6 +92,52 @@ class Received:
     outcome: str
 
 
+async def receive(
+    factory: async_sessionmaker[AsyncSession], event: Event, *, now: datetime, enqueue: Any
+) -> Received:
+    """Store a verified event once and apply it forward-only.
+
+    The usual `payment_intent.succeeded` (its payment found by the intent, pending,
+    the order awaiting payment) is one statement outside any transaction
+    (`stripe_intent_succeeded`, migration 0012, atomic by itself); every other event,
+    and a succeeded one that is not the usual case, is applied by `receive_event` in
+    a transaction.
+    """
+    intent_id = _intent_id(event.object)
+    if event.type == "payment_intent.succeeded" and intent_id:
+        async with autocommit_driver(factory) as driver:
+            outcome = await driver.fetchval(
+                _INTENT_SUCCEEDED,
+                event.id,
+                event.type,
+                event.object_id,
+                event.created,
+                event.livemode,
+                json.dumps(event.payload),
+                intent_id,
+                _amount_received(event.object),
+                now,
+            )
+        if outcome != "deferred":
+            return Received(duplicate=outcome == "duplicate", outcome=outcome)
+    async with transaction(factory) as session:
+        return await receive_event(session, event, now=now, enqueue=enqueue)
+
+
+_INTENT_SUCCEEDED = "SELECT stripe_intent_succeeded($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+
+def _intent_id(obj: dict[str, Any]) -> str | None:
+    intent_id = (
+        obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
+    )
+    return str(intent_id) if intent_id else None
+
+
+def _amount_received(obj: dict[str, Any]) -> int:
+    return int(obj.get("amount_received") or obj.get("amount") or 0)
+
+
 async def receive_event(
     session: AsyncSession, event: Event, *, now: datetime, enqueue: Any
 ) -> Received:
@@ -137,15 +184,13 @@ _EVENT_OUTCOME = (
 
 
 async def _payment_for_intent(session: AsyncSession, obj: dict[str, Any]) -> Payment | None:
-    intent_id = (
-        obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent")
-    )
+    intent_id = _intent_id(obj)
     if not intent_id:
         return None
     payment = (
         await session.scalars(
             select(Payment)
-            .where(Payment.provider_payment_id == str(intent_id))
+            .where(Payment.provider_payment_id == intent_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -160,7 +205,7 @@ async def _payment_for_intent(session: AsyncSession, obj: dict[str, Any]) -> Pay
                 return None
             if payment.provider_payment_id not in (None, intent_id):
                 return None
-            payment.provider_payment_id = str(intent_id)
+            payment.provider_payment_id = intent_id
     return payment
 
 
@@ -171,7 +216,7 @@ async def _on_succeeded(session: AsyncSession, event: Event, now: datetime, enqu
     if payment.state is PaymentState.succeeded:
         return "already-succeeded"
     order = await orders.lock_order(session, payment.order_id)
-    amount = int(event.object.get("amount_received") or event.object.get("amount") or 0)
+    amount = _amount_received(event.object)
     payment.state = PaymentState.succeeded
     payment.succeeded_at = event.created
     if order.status is OrderStatus.awaiting_payment:
