@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -145,6 +146,18 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
         return await _unavailable_handler(request, exc)
     state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    return await _by_sqlstate(request, exc, state)
+
+
+async def _driver_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The same for the one-statement paths, which reach asyncpg without SQLAlchemy."""
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
+        return await _unavailable_handler(request, exc)
+    assert isinstance(exc, asyncpg.PostgresError)
+    return await _by_sqlstate(request, exc, str(exc.sqlstate or ""))
+
+
+async def _by_sqlstate(request: Request, exc: Exception, state: str) -> JSONResponse:
     # 08 connection, 40 serialization failure or deadlock, 53 insufficient resources
     # (too many clients), 57 shutdown: transient, the same request may succeed again.
     if state[:2] in ("08", "40", "53", "57"):
@@ -182,5 +195,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(domain.DomainError, _domain_handler)
     app.add_exception_handler(DBAPIError, _database_handler)
+    for driver_error in (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    ):
+        app.add_exception_handler(driver_error, _driver_handler)
     app.add_exception_handler(OSError, _unavailable_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -6,7 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import jwt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -189,3 +191,23 @@ async def test_database_down_is_503_with_retry_after(app, client):
     await dead.dispose()
     assert_problem(response, 503, "database-unavailable")
     assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (asyncpg.exceptions.DeadlockDetectedError("deadlock"), 503, "database-unavailable"),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("gone"), 503, "database-unavailable"),
+        (asyncpg.exceptions.NumericValueOutOfRangeError("out of range"), 422, "invalid-value"),
+        (asyncpg.exceptions.UndefinedFunctionError("no such function"), 500, "internal-error"),
+    ],
+)
+async def test_driver_errors_of_the_one_statement_paths_map_like_sqlalchemys(
+    app, client, error, status, kind
+):
+    # The tracking pushes and Stripe payments reach asyncpg without SQLAlchemy.
+    async def fail() -> None:
+        raise error
+
+    app.add_api_route("/test-driver-error", fail)
+    assert_problem(await client.get("/test-driver-error"), status, kind)
