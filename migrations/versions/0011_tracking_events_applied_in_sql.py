@@ -1,8 +1,8 @@
-"""tracking_fold, tracking_apply and tracking_receive: a parcel's events applied in SQL
+"""Tracking events applied in SQL: a push, a poll or a manual event is one statement
 
 A provider's push used to cost six round trips (begin, inbox, parcel lock, events,
-status, commit); `tracking_receive` does it in one statement, so that a push that
-does not deliver a parcel runs outside any transaction, atomic by itself.
+status, commit) and more when it delivered a parcel; `tracking_receive` does it in
+one statement, sent outside any transaction, atomic by itself.
 
 - `tracking_progress(status)`: a status's place along a normal journey.
 - `tracking_fold(status, status_at, to_site, statuses, times)`: the parcel's status
@@ -10,16 +10,20 @@ does not deliver a parcel runs outside any transaction, atomic by itself.
   then a delivery, then the latest event by its own time, ties by progress; to a
   village site, a carrier's delivery means waiting for pickup). Pure; a property
   test holds it equal to the Python rule.
+- `orders_deliver_fulfilment(order, fulfilment, delivered_at, now)`: every parcel
+  of a shipped fulfilment arrived: it is delivered, with its outbox job for
+  attribution (`attribution.recognise_fulfilment`, deduplicated like
+  `services.jobs.service.enqueue`), and the order with its last fulfilment (with
+  its history row). The caller holds the order's lock.
 - `tracking_apply(shipment, source, kind, actor, now, keys, statuses, raw, times,
-  locations, descriptions, deliver)`: stores the events the parcel has not seen (by
-  dedupe key) and moves the parcel. The caller holds the parcel's lock, so the
-  events not seen are known before anything is written. A first delivery writes
-  nothing unless `deliver` is true and answers `deferred`: the caller applies it
-  again in a transaction that also delivers the fulfilment.
+  locations, descriptions)`: stores the events the parcel has not seen (by dedupe
+  key) and moves the parcel; the caller holds the parcel's lock. When the parcel
+  is newly delivered, the order is locked (parcel first, then order, everywhere)
+  and, if every parcel of the fulfilment has arrived, the fulfilment is delivered.
 - `tracking_receive(provider, delivery_id, tracking_number, carrier, number,
-  shipment, now, <the event arrays>, deliver)`: a provider's report, once per
-  delivery id (the inbox row is written with what it did, after it), for the parcel
-  named by carrier and number (a push) or by id (a poll).
+  shipment, now, <the event arrays>)`: a provider's report, once per delivery id
+  (the inbox row is written with what it did, after it), for the parcel named by
+  carrier and number (a push) or by id (a poll).
 
 Revision ID: 0011
 Revises: 0010
@@ -90,19 +94,52 @@ END
 $$
 """
 
+DELIVER = """
+CREATE FUNCTION orders_deliver_fulfilment(
+    p_order uuid, p_fulfilment uuid, p_delivered_at timestamptz, p_now timestamptz
+) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE fulfilments
+       SET status = 'delivered', delivered_at = p_delivered_at, updated_at = p_now
+     WHERE id = p_fulfilment AND order_id = p_order AND status = 'shipped';
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO jobs (kind, payload, dedupe_key)
+    VALUES ('attribution.recognise_fulfilment',
+            jsonb_build_object('fulfilment_id', p_fulfilment::text), p_fulfilment::text)
+    ON CONFLICT (kind, dedupe_key) WHERE finished_at IS NULL AND failed_at IS NULL
+    DO NOTHING;
+    IF NOT EXISTS (
+        SELECT 1 FROM fulfilments f
+         WHERE f.order_id = p_order AND f.status NOT IN ('delivered', 'cancelled')
+    ) THEN
+        UPDATE orders SET status = 'delivered', updated_at = p_now
+         WHERE id = p_order AND status = 'shipped';
+        IF FOUND THEN
+            INSERT INTO order_events (order_id, from_status, to_status, reason, actor_id, at)
+            VALUES (p_order, 'shipped', 'delivered', 'every parcel delivered', NULL, p_now);
+        END IF;
+    END IF;
+    RETURN true;
+END
+$$
+"""
+
 APPLY = """
 CREATE FUNCTION tracking_apply(
     p_shipment uuid, p_source text, p_kind text, p_actor uuid, p_now timestamptz,
     p_keys text[], p_statuses text[], p_raw text[], p_times timestamptz[],
-    p_locations text[], p_descriptions text[], p_deliver boolean,
-    OUT new_events integer, OUT status text, OUT delivered boolean, OUT deferred boolean
+    p_locations text[], p_descriptions text[],
+    OUT new_events integer, OUT status text, OUT delivered boolean
 ) LANGUAGE plpgsql AS $$
 DECLARE
     parcel record;
     fresh record;
     moved record;
+    arrived record;
 BEGIN
-    SELECT sh.status, sh.status_at, sh.county_code,
+    SELECT sh.status, sh.status_at, sh.county_code, sh.order_id, sh.fulfilment_id,
            sh.pickup_site_id IS NOT NULL AND p_source <> 'manual' AS to_site
       INTO parcel
       FROM shipments sh
@@ -127,7 +164,6 @@ BEGIN
     new_events := fresh.n;
     status := parcel.status;
     delivered := false;
-    deferred := false;
     IF fresh.n = 0 THEN
         RETURN;
     END IF;
@@ -136,10 +172,6 @@ BEGIN
                          fresh.statuses, fresh.times);
     status := moved.status;
     delivered := moved.status = 'delivered' AND parcel.status <> 'delivered';
-    IF delivered AND NOT p_deliver THEN
-        deferred := true;
-        RETURN;
-    END IF;
     INSERT INTO shipment_events (
         shipment_id, county_code, source, kind, status, raw_status, occurred_at,
         location, description, dedupe_key, actor_id, received_at
@@ -161,6 +193,20 @@ BEGIN
            delivered_at = coalesce(sh.delivered_at,
                                    CASE WHEN delivered THEN moved.status_at END)
      WHERE sh.id = p_shipment;
+    IF delivered THEN
+        -- The order's lock guards its fulfilments and the decision that all of them
+        -- have arrived: of two last parcels arriving at once, the second to get it
+        -- sees the first delivered (each statement here sees what was committed).
+        PERFORM 1 FROM orders o WHERE o.id = parcel.order_id FOR UPDATE;
+        SELECT bool_and(sh.status = 'delivered') AS all_in, max(sh.delivered_at) AS last
+          INTO arrived
+          FROM shipments sh
+         WHERE sh.fulfilment_id = parcel.fulfilment_id;
+        IF arrived.all_in THEN
+            PERFORM orders_deliver_fulfilment(parcel.order_id, parcel.fulfilment_id,
+                                              coalesce(arrived.last, p_now), p_now);
+        END IF;
+    END IF;
 END
 $$
 """
@@ -170,15 +216,13 @@ CREATE FUNCTION tracking_receive(
     p_provider text, p_delivery_id text, p_tracking_number text,
     p_carrier text, p_number text, p_shipment uuid, p_now timestamptz,
     p_keys text[], p_statuses text[], p_raw text[], p_times timestamptz[],
-    p_locations text[], p_descriptions text[], p_deliver boolean,
-    OUT outcome text, OUT shipment_id uuid, OUT order_id uuid, OUT fulfilment_id uuid,
-    OUT new_events integer, OUT status text, OUT delivered boolean
+    p_locations text[], p_descriptions text[],
+    OUT outcome text, OUT shipment_id uuid, OUT new_events integer, OUT status text
 ) LANGUAGE plpgsql AS $$
 DECLARE
     applied record;
 BEGIN
     new_events := 0;
-    delivered := false;
     IF p_delivery_id IS NOT NULL AND EXISTS (
         SELECT 1 FROM tracking_pushes t
          WHERE t.provider = p_provider AND t.delivery_id = p_delivery_id
@@ -187,13 +231,9 @@ BEGIN
         RETURN;
     END IF;
     IF p_shipment IS NOT NULL THEN
-        SELECT sh.id, sh.order_id, sh.fulfilment_id
-          INTO shipment_id, order_id, fulfilment_id
-          FROM shipments sh WHERE sh.id = p_shipment
-           FOR UPDATE;
+        SELECT sh.id INTO shipment_id FROM shipments sh WHERE sh.id = p_shipment FOR UPDATE;
     ELSE
-        SELECT sh.id, sh.order_id, sh.fulfilment_id
-          INTO shipment_id, order_id, fulfilment_id
+        SELECT sh.id INTO shipment_id
           FROM shipments sh WHERE sh.carrier = p_carrier AND sh.tracking_number = p_number
            FOR UPDATE;
     END IF;
@@ -202,14 +242,9 @@ BEGIN
     ELSE
         SELECT * INTO applied
           FROM tracking_apply(shipment_id, p_provider, NULL, NULL, p_now, p_keys, p_statuses,
-                              p_raw, p_times, p_locations, p_descriptions, p_deliver);
+                              p_raw, p_times, p_locations, p_descriptions);
         new_events := applied.new_events;
         status := applied.status;
-        delivered := applied.delivered;
-        IF applied.deferred THEN
-            outcome := 'deferred';
-            RETURN;
-        END IF;
         outcome := 'applied';
     END IF;
     IF p_delivery_id IS NOT NULL THEN
@@ -230,6 +265,7 @@ $$
 def upgrade() -> None:
     op.execute(PROGRESS)
     op.execute(FOLD)
+    op.execute(DELIVER)
     op.execute(APPLY)
     op.execute(RECEIVE)
 
@@ -237,11 +273,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         "DROP FUNCTION tracking_receive(text, text, text, text, text, uuid, timestamptz, "
-        "text[], text[], text[], timestamptz[], text[], text[], boolean)"
+        "text[], text[], text[], timestamptz[], text[], text[])"
     )
     op.execute(
         "DROP FUNCTION tracking_apply(uuid, text, text, uuid, timestamptz, text[], text[], "
-        "text[], timestamptz[], text[], text[], boolean)"
+        "text[], timestamptz[], text[], text[])"
     )
+    op.execute("DROP FUNCTION orders_deliver_fulfilment(uuid, uuid, timestamptz, timestamptz)")
     op.execute("DROP FUNCTION tracking_fold(text, timestamptz, boolean, text[], timestamptz[])")
     op.execute("DROP FUNCTION tracking_progress(text)")

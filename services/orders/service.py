@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import exists, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog import service as catalog
@@ -311,46 +311,6 @@ async def request_recognition(session: AsyncSession, fulfilment_id: uuid.UUID) -
         {"fulfilment_id": str(fulfilment_id)},
         dedupe_key=str(fulfilment_id),
     )
-
-
-async def deliver_fulfilment(
-    session: AsyncSession,
-    order: Order,
-    fulfilment: Fulfilment,
-    *,
-    delivered_at: datetime,
-    now: datetime,
-) -> bool:
-    """Every parcel of this fulfilment arrived: it is delivered, with its outbox record.
-
-    The caller holds the order's lock, so two last parcels arriving at once cannot
-    both miss each other. The order is delivered with its last fulfilment.
-    """
-    if fulfilment.status is not FulfilmentStatus.shipped:
-        return False
-    fulfilment.status = FulfilmentStatus.delivered
-    fulfilment.delivered_at = delivered_at
-    fulfilment.updated_at = now
-    await session.flush()
-    await request_recognition(session, fulfilment.id)
-    undelivered = await session.scalar(
-        select(func.count())
-        .select_from(Fulfilment)
-        .where(
-            Fulfilment.order_id == order.id,
-            Fulfilment.status.not_in([FulfilmentStatus.delivered, FulfilmentStatus.cancelled]),
-        )
-    )
-    if not undelivered and order.status is OrderStatus.shipped:
-        states.move(
-            session,
-            order,
-            OrderStatus.delivered,
-            reason="every parcel delivered",
-            actor_id=None,
-            now=now,
-        )
-    return True
 
 
 async def delivered_fulfilments(session: AsyncSession, order_id: uuid.UUID) -> list[uuid.UUID]:

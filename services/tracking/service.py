@@ -5,9 +5,9 @@ Every event, from a webhook, the poller or a person, goes through the SQL functi
 of source, status, time and place is unique per shipment, so the same scan
 reported twice, or by the webhook and the poller at the same moment, is one row)
 and moves the parcel's status by the rule of `rules.py`; when the last parcel of a
-fulfilment arrives, `_deliver_if_complete` delivers the fulfilment in the same
-transaction, with its outbox record for attribution. A provider's push that
-delivers nothing is one statement (`receive_pushed`), outside any transaction.
+fulfilment arrives, it delivers the fulfilment in the same statement, with its
+outbox record for attribution. A provider's push is that one statement
+(`receive_pushed`), outside any transaction.
 
 Locks are always taken shipment first, then order: the order's lock guards its
 fulfilments and the decision that all of them have arrived.
@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db import autocommit_driver, transaction
+from services.db import autocommit_driver
 from services.errors import Conflict, Forbidden, Invalid, NotFound
 from services.orders import service as orders
 from services.orders.models import (
@@ -220,8 +220,8 @@ def _report(
 
 
 # A provider's report in one statement (migration 0011): once per delivery id, the
-# parcel locked, its unseen events stored and its status moved. With `deliver` false
-# a first delivery writes nothing and answers "deferred".
+# parcel locked, its unseen events stored, its status moved and, when its arrival
+# completes a fulfilment, the fulfilment delivered.
 _RECEIVE_ARGS = (
     "provider",
     "delivery_id",
@@ -236,26 +236,25 @@ _RECEIVE_ARGS = (
     "times",
     "locations",
     "descriptions",
-    "deliver",
 )
 _RECEIVE = text(
-    "SELECT outcome, shipment_id, order_id, fulfilment_id, new_events, status, delivered "
+    "SELECT outcome, shipment_id, new_events, status "
     "FROM tracking_receive(:provider, :delivery_id, :tracking_number, :carrier, :number, "
-    ":shipment, :now, :keys, :statuses, :raw, :times, :locations, :descriptions, :deliver)"
+    ":shipment, :now, :keys, :statuses, :raw, :times, :locations, :descriptions)"
 )
 # The same call for the driver itself, its arguments by position in _RECEIVE_ARGS.
 _RECEIVE_DRIVER = (
-    "SELECT outcome, shipment_id, order_id, fulfilment_id, new_events, status, delivered "
-    "FROM tracking_receive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    "SELECT outcome, shipment_id, new_events, status "
+    "FROM tracking_receive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 )
 _APPLY = text(
-    "SELECT new_events, status, delivered FROM tracking_apply(:shipment, :source, :kind, "
-    ":actor, :now, :keys, :statuses, :raw, :times, :locations, :descriptions, true)"
+    "SELECT new_events, status FROM tracking_apply(:shipment, :source, :kind, "
+    ":actor, :now, :keys, :statuses, :raw, :times, :locations, :descriptions)"
 )
 
 
 def _receive_params(
-    update: TrackingUpdate, *, now: datetime, shipment_id: uuid.UUID | None, deliver: bool
+    update: TrackingUpdate, *, now: datetime, shipment_id: uuid.UUID | None
 ) -> dict[str, Any]:
     source = Source(update.provider)
     return {
@@ -266,9 +265,14 @@ def _receive_params(
         "number": carriers.clean_tracking_number(update.tracking_number),
         "shipment": shipment_id,
         "now": now,
-        "deliver": deliver,
         **_report([(event_key(source, c), c) for c in update.checkpoints]),
     }
+
+
+def _ingested(outcome: str, shipment_id: Any, new_events: int, status: str | None) -> Ingested:
+    if outcome != "applied" or status is None:
+        return Ingested(outcome)
+    return Ingested("applied", shipment_id, new_events, TrackingStatus(status))
 
 
 async def receive_update(
@@ -279,19 +283,11 @@ async def receive_update(
     shipment_id: uuid.UUID | None = None,
 ) -> Ingested:
     """Apply what a provider pushed (or, for `shipment_id`, answered a poll) exactly once,
-    in the session's transaction; a parcel's delivery delivers its fulfilment with it."""
+    in the session's transaction."""
     row = (
-        await session.execute(
-            _RECEIVE, _receive_params(update, now=now, shipment_id=shipment_id, deliver=True)
-        )
+        await session.execute(_RECEIVE, _receive_params(update, now=now, shipment_id=shipment_id))
     ).one()
-    if row.outcome == "unknown-parcel":
-        return Ingested("unknown-parcel")
-    if row.outcome == "duplicate":
-        return Ingested("duplicate")
-    if row.delivered:
-        await _deliver_if_complete(session, row.order_id, row.fulfilment_id, now=now)
-    return Ingested("applied", row.shipment_id, row.new_events, TrackingStatus(row.status))
+    return _ingested(row.outcome, row.shipment_id, row.new_events, row.status)
 
 
 async def receive_pushed(
@@ -299,29 +295,18 @@ async def receive_pushed(
 ) -> Ingested:
     """Apply a provider's push exactly once, in one statement outside any transaction.
 
-    The statement is atomic by itself, so a push costs one round trip. A push that
-    delivers a parcel is applied again in a transaction of its own, where the
-    fulfilment is delivered with it (its outbox record included).
+    The statement is atomic by itself (a delivery that completes a fulfilment
+    delivers it, with its outbox record), so a push costs one round trip.
     """
-    params = _receive_params(update, now=now, shipment_id=None, deliver=False)
+    params = _receive_params(update, now=now, shipment_id=None)
     async with autocommit_driver(factory) as driver:
         row = await driver.fetchrow(_RECEIVE_DRIVER, *(params[a] for a in _RECEIVE_ARGS))
-    if row["outcome"] == "deferred":
-        async with transaction(factory) as session:
-            return await receive_update(session, update, now=now)
-    if row["outcome"] != "applied":
-        return Ingested(row["outcome"])
-    return Ingested("applied", row["shipment_id"], row["new_events"], TrackingStatus(row["status"]))
+    return _ingested(row["outcome"], row["shipment_id"], row["new_events"], row["status"])
 
 
 # A parcel's state is read as a row for the sweep of silent parcels.
 _SHIPMENTS = cast(Table, Shipment.__table__)
-_PARCEL = select(
-    _SHIPMENTS.c.id,
-    _SHIPMENTS.c.order_id,
-    _SHIPMENTS.c.fulfilment_id,
-    _SHIPMENTS.c.status,
-)
+_PARCEL = select(_SHIPMENTS.c.id, _SHIPMENTS.c.status)
 
 
 async def _apply(
@@ -336,8 +321,8 @@ async def _apply(
 ) -> tuple[int, TrackingStatus]:
     """Store the events not seen before and move the parcel; the caller holds its lock.
 
-    `parcel` is a row of `_PARCEL` or a Shipment (read for its id, order, fulfilment
-    and status). Answers how many events were new and the parcel's status after them.
+    `parcel` is a row of `_PARCEL` or a Shipment (read for its id and status). Answers
+    how many events were new and the parcel's status after them.
     """
     if not checkpoints:
         return 0, TrackingStatus(parcel.status)
@@ -354,27 +339,7 @@ async def _apply(
             },
         )
     ).one()
-    if row.delivered:
-        await _deliver_if_complete(session, parcel.order_id, parcel.fulfilment_id, now=now)
     return row.new_events, TrackingStatus(row.status)
-
-
-async def _deliver_if_complete(
-    session: AsyncSession, order_id: uuid.UUID, fulfilment_id: uuid.UUID, *, now: datetime
-) -> None:
-    order = await orders.lock_order(session, order_id)
-    fulfilment = await orders.fulfilment_of(session, order, fulfilment_id)
-    arrived, last = (
-        await session.execute(
-            select(
-                func.bool_and(Shipment.status == S.delivered), func.max(Shipment.delivered_at)
-            ).where(Shipment.fulfilment_id == fulfilment_id)
-        )
-    ).one()
-    if arrived:
-        await orders.deliver_fulfilment(
-            session, order, fulfilment, delivered_at=last or now, now=now
-        )
 
 
 # --- silent parcels ------------------------------------------------------------------------
