@@ -37,7 +37,7 @@ from app.api import (
 )
 from app.cache import PageCache
 from app.logging import configure_logging
-from app.middleware import AccessLogMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
+from app.middleware import AccessMiddleware, BodySizeLimitMiddleware
 from app.settings import Settings
 from services.db import create_engine, session_factory
 from services.exports import jobs as export_jobs
@@ -210,11 +210,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # PROMETHEUS_MULTIPROC_DIR; otherwise each app keeps its own registry.
     registry = REGISTRY if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else CollectorRegistry()
     app.state.metrics_registry = registry
-    app.add_middleware(MetricsMiddleware, registry=registry, skip=frozenset({"/metrics"}))
 
     # Added last, so outermost: every answer, even a 413, carries X-Request-ID.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessMiddleware, registry=registry, skip=frozenset({"/metrics"}))
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name="X-Request-ID",

@@ -88,41 +88,9 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-class AccessLogMiddleware:
-    """One JSON line per request, inside the request-id context."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            access_logger.info(
-                "request",
-                extra={
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-
-
-class MetricsMiddleware:
-    """Prometheus metrics of every request, by the route template FastAPI matched.
+class AccessMiddleware:
+    """Per request, inside the request-id context: one structured access-log line, and
+    the Prometheus metrics by the route template FastAPI matched.
 
     The routing has already found the route (`scope["route"]`); resolving it again
     for the label, as prometheus-fastapi-instrumentator does, cost more per request
@@ -162,9 +130,19 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "")
+            access_logger.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": scope.get("path"),
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
             # Unmatched paths share one label, so that scanners cannot grow the series.
             handler = getattr(scope.get("route"), "path", None) or "none"
             if handler not in self.skip:
-                method = scope.get("method", "")
                 self.requests.labels(handler, method, str(status)).inc()
-                self.duration.labels(handler, method).observe(time.perf_counter() - started)
+                self.duration.labels(handler, method).observe(elapsed)

@@ -92,6 +92,16 @@ async def order_row(session, order_id) -> Order:
     ).one()
 
 
+async def payment_row(session, order_id) -> Payment:
+    return (
+        await session.scalars(
+            select(Payment)
+            .where(Payment.order_id == order_id)
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+
+
 async def test_payment_succeeded_confirms_the_order_and_sells_the_stock(api, users, shelf, session):
     _, order = await place(api, users, shelf)
     response = await deliver(
@@ -143,13 +153,7 @@ async def test_payment_takes_the_share_snapshot_in_force_when_it_is_paid(
         )
     ).all()
     assert {f.value for f in fulfilments} == {"ready"}
-    payment = (
-        await session.scalars(
-            select(Payment)
-            .where(Payment.order_id == order["id"])
-            .execution_options(populate_existing=True)
-        )
-    ).one()
+    payment = await payment_row(session, order["id"])
     assert payment.state.value == "succeeded"
     assert payment.succeeded_at == datetime.fromtimestamp(event["created"], UTC)
     stored = await session.get(StripeEvent, event["id"], populate_existing=True)
@@ -191,13 +195,7 @@ async def test_the_one_statement_path_leaves_anything_unusual_untouched(api, use
     )
     assert outcome == "deferred"
     assert await session.get(StripeEvent, event["id"]) is None
-    payment = (
-        await session.scalars(
-            select(Payment)
-            .where(Payment.order_id == order["id"])
-            .execution_options(populate_existing=True)
-        )
-    ).one()
+    payment = await payment_row(session, order["id"])
     assert payment.state.value == "pending"
 
 
@@ -264,13 +262,7 @@ async def test_a_failure_before_success_keeps_the_order_waiting(api, users, shel
     )
     row = await order_row(session, order["id"])
     assert row.status.value == "awaiting_payment"
-    payment = (
-        await session.scalars(
-            select(Payment)
-            .where(Payment.order_id == order["id"])
-            .execution_options(populate_existing=True)
-        )
-    ).one()
+    payment = await payment_row(session, order["id"])
     assert (payment.failures, payment.last_failure) == (1, "declined")
     await deliver(api, intent_event("payment_intent.succeeded", order, status="succeeded"))
     assert (await order_row(session, order["id"])).status.value == "confirmed"

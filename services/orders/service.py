@@ -207,14 +207,7 @@ async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now:
     again at the moment of payment: a sale keeps the shares in force when it was paid
     (DESIGN), and they may have changed since checkout.
     """
-    if not states.can_move(order.status, OrderStatus.confirmed):
-        raise Conflict(
-            f"An order cannot move from {order.status.value} to confirmed.",
-            field="status",
-            reason="illegal-transition",
-            from_status=order.status.value,
-            to_status=OrderStatus.confirmed.value,
-        )
+    states.ensure_can_move(order.status, OrderStatus.confirmed)
     await session.flush()
     await session.execute(_CONFIRM_PAID, {"order": order.id, "amount": amount, "now": now})
     await session.refresh(order)

@@ -26,6 +26,18 @@ def can_move(current: OrderStatus, to: OrderStatus) -> bool:
     return to in TRANSITIONS[current]
 
 
+def ensure_can_move(current: OrderStatus, to: OrderStatus) -> None:
+    """An illegal move is a 409 naming both states."""
+    if not can_move(current, to):
+        raise Conflict(
+            f"An order cannot move from {current.value} to {to.value}.",
+            field="status",
+            reason="illegal-transition",
+            from_status=current.value,
+            to_status=to.value,
+        )
+
+
 def move(
     session: AsyncSession,
     order: Order,
@@ -41,14 +53,7 @@ def move(
     states, so that a stale or duplicate request can never move an order back.
     """
     current = order.status
-    if not can_move(current, to):
-        raise Conflict(
-            f"An order cannot move from {current.value} to {to.value}.",
-            field="status",
-            reason="illegal-transition",
-            from_status=current.value,
-            to_status=to.value,
-        )
+    ensure_can_move(current, to)
     order.status = to
     order.updated_at = now
     session.add(
