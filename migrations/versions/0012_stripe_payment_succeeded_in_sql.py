@@ -4,8 +4,9 @@ A Stripe `payment_intent.succeeded` used to cost some fifteen round trips; the
 usual one (the payment found by its intent, pending, its order awaiting payment)
 is now one statement, sent outside any transaction.
 
-- `orders_record_sale(order, amount, now)`: money received. The order is paid
-  (`paid_fen`, `paid_at`, `payment_status`, no more reservation), its reserved
+- `orders_record_sale(order, amount, now[, status])`: money received. The order is
+  paid (`paid_fen`, `paid_at`, `payment_status`, no more reservation; and moved to
+  `status` when given, in the same UPDATE), its reserved
   units count as sold (products in id order, as checkout reserves them, so that
   two transactions never wait on each other's products), and each line's share
   snapshot is taken again: the set in force at `now` with its entries by household.
@@ -37,14 +38,15 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 RECORD_SALE = """
-CREATE FUNCTION orders_record_sale(p_order uuid, p_amount bigint, p_now timestamptz)
-RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION orders_record_sale(
+    p_order uuid, p_amount bigint, p_now timestamptz, p_status text DEFAULT NULL
+) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     sold record;
 BEGIN
     UPDATE orders
        SET paid_fen = p_amount, paid_at = p_now, payment_status = 'paid',
-           reserved_until = NULL
+           reserved_until = NULL, status = coalesce(p_status, status), updated_at = p_now
      WHERE id = p_order;
     FOR sold IN
         SELECT l.product_id, sum(l.quantity) AS quantity
@@ -99,13 +101,13 @@ BEGIN
         RAISE EXCEPTION 'An order cannot move from % to confirmed.', before
             USING ERRCODE = 'check_violation';
     END IF;
-    UPDATE orders SET status = 'confirmed', updated_at = p_now WHERE id = p_order;
     INSERT INTO order_events (order_id, from_status, to_status, reason, actor_id, at)
     VALUES (p_order, before, 'confirmed', 'payment succeeded', NULL, p_now);
     UPDATE fulfilments
        SET status = 'ready', updated_at = p_now
      WHERE order_id = p_order AND status IN ('awaiting_payment', 'ready');
-    PERFORM orders_record_sale(p_order, p_amount, p_now);
+    -- The order's new status goes with its paid fields: one new version of the row.
+    PERFORM orders_record_sale(p_order, p_amount, p_now, 'confirmed');
 END
 $$
 """
@@ -171,4 +173,4 @@ def downgrade() -> None:
         "text, bigint, timestamptz)"
     )
     op.execute("DROP FUNCTION orders_confirm_paid(uuid, bigint, timestamptz)")
-    op.execute("DROP FUNCTION orders_record_sale(uuid, bigint, timestamptz)")
+    op.execute("DROP FUNCTION orders_record_sale(uuid, bigint, timestamptz, text)")

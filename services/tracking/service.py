@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.db import autocommit_driver
@@ -222,31 +223,13 @@ def _report(
 # A provider's report in one statement (migration 0011): once per delivery id, the
 # parcel locked, its unseen events stored, its status moved and, when its arrival
 # completes a fulfilment, the fulfilment delivered.
-_RECEIVE_ARGS = (
-    "provider",
-    "delivery_id",
-    "tracking_number",
-    "carrier",
-    "number",
-    "shipment",
-    "now",
-    "keys",
-    "statuses",
-    "raw",
-    "times",
-    "locations",
-    "descriptions",
-)
 _RECEIVE = text(
     "SELECT outcome, shipment_id, new_events, status "
     "FROM tracking_receive(:provider, :delivery_id, :tracking_number, :carrier, :number, "
     ":shipment, :now, :keys, :statuses, :raw, :times, :locations, :descriptions)"
 )
-# The same call for the driver itself, its arguments by position in _RECEIVE_ARGS.
-_RECEIVE_DRIVER = (
-    "SELECT outcome, shipment_id, new_events, status "
-    "FROM tracking_receive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-)
+# The same statement as the driver takes it ($1, $2, ...), with its parameters' order.
+_RECEIVE_FOR_DRIVER = _RECEIVE.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
 _APPLY = text(
     "SELECT new_events, status FROM tracking_apply(:shipment, :source, :kind, "
     ":actor, :now, :keys, :statuses, :raw, :times, :locations, :descriptions)"
@@ -300,7 +283,10 @@ async def receive_pushed(
     """
     params = _receive_params(update, now=now, shipment_id=None)
     async with autocommit_driver(factory) as driver:
-        row = await driver.fetchrow(_RECEIVE_DRIVER, *(params[a] for a in _RECEIVE_ARGS))
+        row = await driver.fetchrow(
+            _RECEIVE_FOR_DRIVER.string,
+            *(params[name] for name in _RECEIVE_FOR_DRIVER.positiontup or ()),
+        )
     return _ingested(row["outcome"], row["shipment_id"], row["new_events"], row["status"])
 
 
