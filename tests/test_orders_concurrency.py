@@ -11,14 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.main import create_app
 from services.catalog.models import Product
 from services.db import create_engine, session_factory
 from services.jobs.service import enqueue
 from services.orders import flows
+from services.orders import service as orders
 from services.orders.models import OrderLine
+from services.payments import service as payments
 from services.payments.models import StripeEvent
 from services.schema import upgrade
 from services.users.models import Role, User
@@ -250,3 +252,127 @@ async def test_expiry_run_twice_at_once_returns_stock_exactly_once(live):
     swept = await asyncio.gather(sweep(), sweep(), sweep())
     assert sum(swept) >= 3
     assert await counts(live, product) == (10, 0, 0, 3)
+
+
+async def _wait_for_a_lock_wait(factory: Any) -> None:
+    """Until another backend of this database waits for a row lock (the webhook's)."""
+    probe = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    async with factory() as session:
+        for _ in range(1_000):
+            if await session.scalar(probe):
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("the webhook never waited for the order's lock")
+
+
+async def test_a_payment_reported_while_the_buyer_cancels_waits_for_the_order_then_is_refunded(
+    live,
+):
+    # The cancel locks the order, then the payment; the webhook must wait for the
+    # order before touching the payment, or the two deadlock.
+    product = await new_product(live, stock=5)
+    buyer = live["buyers"][6]
+    placed = await live["client"].post(
+        "/v1/checkout",
+        headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
+        json=cart((product, 2), method="stripe"),
+    )
+    order = placed.json()
+    intent = order["client_secret"].split("_secret_")[0]
+    event = make_event(
+        "payment_intent.succeeded",
+        {
+            "id": intent,
+            "object": "payment_intent",
+            "amount": order["total_fen"],
+            "amount_received": order["total_fen"],
+            "currency": "cny",
+            "status": "succeeded",
+            "metadata": {"order_id": order["id"]},
+        },
+    )
+    payload, headers = signed(event)
+    order_id = uuid.UUID(order["id"])
+    async with live["factory"]() as session, session.begin():
+        await session.execute(
+            text(
+                "SELECT set_config('lock_timeout', '5s', true),"
+                " set_config('deadlock_timeout', '10s', true)"
+            )
+        )
+        await orders.lock_order(session, order_id)
+        webhook = asyncio.create_task(
+            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+        )
+        await _wait_for_a_lock_wait(live["factory"])
+        # Would time out on the payment's lock if the webhook had taken it first.
+        cancelled, _ = await flows.cancel_by_buyer(
+            session, buyer, order_id, now=datetime.now(UTC), enqueue=enqueue
+        )
+        assert cancelled.status.value == "cancelled"
+    answer = await webhook
+    assert answer.status_code == 200
+    assert answer.json()["outcome"] == "late-payment-refunded"
+    assert await counts(live, product) == (5, 0, 0, 1)
+
+
+async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(live):
+    product = await new_product(live, stock=5)
+    buyer = live["buyers"][7]
+    placed = await live["client"].post(
+        "/v1/checkout",
+        headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
+        json=cart((product, 1), method="stripe"),
+    )
+    order = placed.json()
+    intent = order["client_secret"].split("_secret_")[0]
+    paid = make_event(
+        "payment_intent.succeeded",
+        {
+            "id": intent,
+            "object": "payment_intent",
+            "amount": order["total_fen"],
+            "amount_received": order["total_fen"],
+            "currency": "cny",
+            "status": "succeeded",
+            "metadata": {"order_id": order["id"]},
+        },
+    )
+    payload, headers = signed(paid)
+    assert (
+        await live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+    ).json()["outcome"] == "order-confirmed"
+    dispute = make_event(
+        "charge.dispute.created",
+        {
+            "id": f"dp_{uuid.uuid4().hex[:14]}",
+            "object": "dispute",
+            "amount": order["total_fen"],
+            "charge": f"ch_{uuid.uuid4().hex[:14]}",
+            "payment_intent": intent,
+            "reason": "fraudulent",
+            "status": "needs_response",
+        },
+    )
+    payload, headers = signed(dispute)
+    order_id = uuid.UUID(order["id"])
+    async with live["factory"]() as session, session.begin():
+        await session.execute(
+            text(
+                "SELECT set_config('lock_timeout', '5s', true),"
+                " set_config('deadlock_timeout', '10s', true)"
+            )
+        )
+        await orders.lock_order(session, order_id)
+        webhook = asyncio.create_task(
+            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+        )
+        await _wait_for_a_lock_wait(live["factory"])
+        # A refund takes the order, then the payment: free while the webhook waits.
+        await payments.payment_of(session, order_id, lock=True)
+    answer = await webhook
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "settlement-held"

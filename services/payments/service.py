@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, false, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -164,6 +164,8 @@ async def receive_event(
     if inserted is None:
         return Received(duplicate=True, outcome="duplicate")
     handler = _HANDLERS.get(event.type)
+    if handler is not None:
+        await _lock_order_of(session, event.object)
     outcome = "ignored" if handler is None else await handler(session, event, now, enqueue)
     if outcome != "received":
         await session.execute(_EVENT_OUTCOME, {"b_id": event.id, "b_outcome": outcome})
@@ -183,6 +185,42 @@ _EVENT_OUTCOME = (
 )
 
 
+async def _lock_order_of(session: AsyncSession, obj: dict[str, Any]) -> None:
+    """Lock the order an event is about before any row of its payment or refunds.
+
+    Every path that changes an order and its payment or refunds (checkout, cancel,
+    expiry, refunds, cash collection, the ledger) locks the order first; an event
+    locking its payment first and then the order would deadlock with them. The
+    order a payment or refund belongs to never changes, so reading it unlocked is
+    safe; an event naming nothing we know locks nothing, and its handler says so.
+    """
+    order_id: uuid.UUID | None = None
+    intent_id = _intent_id(obj)
+    if intent_id:
+        order_id = await session.scalar(
+            select(Payment.order_id).where(Payment.provider_payment_id == intent_id)
+        )
+    if order_id is None and obj.get("object") == "refund":
+        ours = _uuid((obj.get("metadata") or {}).get("refund_id"))
+        order_id = await session.scalar(
+            select(Refund.order_id).where(
+                (Refund.provider_refund_id == str(obj.get("id")))
+                | (Refund.id == ours if ours else false())
+            )
+        )
+    if order_id is None:
+        order_id = _uuid((obj.get("metadata") or {}).get("order_id"))
+    if order_id is not None:
+        await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
 async def _payment_for_intent(session: AsyncSession, obj: dict[str, Any]) -> Payment | None:
     intent_id = _intent_id(obj)
     if not intent_id:
@@ -197,11 +235,11 @@ async def _payment_for_intent(session: AsyncSession, obj: dict[str, Any]) -> Pay
     ).one_or_none()
     if payment is None:
         # The intent may be recorded after Stripe already reported on it: find it by order.
-        order_id = (obj.get("metadata") or {}).get("order_id")
+        order_id = _uuid((obj.get("metadata") or {}).get("order_id"))
         if order_id:
             try:
-                payment = await payment_of(session, uuid.UUID(str(order_id)), lock=True)
-            except (ValueError, NotFound):
+                payment = await payment_of(session, order_id, lock=True)
+            except NotFound:
                 return None
             if payment.provider_payment_id not in (None, intent_id):
                 return None
@@ -288,11 +326,7 @@ async def _refund_for(session: AsyncSession, obj: dict[str, Any]) -> Refund | No
     ).one_or_none()
     if refund is not None:
         return refund
-    ours = (obj.get("metadata") or {}).get("refund_id")
-    try:
-        refund_id = uuid.UUID(str(ours)) if ours else None
-    except ValueError:
-        refund_id = None
+    refund_id = _uuid((obj.get("metadata") or {}).get("refund_id"))
     if refund_id is not None:
         refund = (
             await session.scalars(
@@ -652,7 +686,16 @@ async def refund_lines(
 async def execute_refund(
     session: AsyncSession, gateway: StripeGateway | None, refund_id: uuid.UUID
 ) -> Refund:
-    """Send a pending refund to Stripe (idempotent: key `refund:{id}`) and record the answer."""
+    """Send a pending refund to Stripe (idempotent: key `refund:{id}`) and record the answer.
+
+    The order is locked before the refund, as everywhere (see `_lock_order_of`); both
+    locks are held through the Stripe call (bounded by the gateway's timeout), so that
+    one refund is never sent twice at once.
+    """
+    order_id = await session.scalar(select(Refund.order_id).where(Refund.id == refund_id))
+    if order_id is None:
+        raise NotFound("No such refund.")
+    await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
     refund = (
         await session.scalars(
             select(Refund)
