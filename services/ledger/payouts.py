@@ -1,8 +1,9 @@
 """What the platform owes each cooperative: one payout per recognised fulfilment.
 
-A payout is written in the recognising transaction (a follower of the ledger), for
-the fulfilment's net revenue at recognition: what its lines earned after the
-platform fee and any refund made before delivery. It is
+A payout is written by the recognition statement itself (`_RECOGNISE` in
+services.ledger.service), for the fulfilment's net revenue at recognition: what
+its lines earned after the platform fee and any refund made before delivery. Its
+state is the SQL function `ledger_payout_state` (migration 0014):
 - `held` when a dispute holds the order's settlement;
 - `pending` when the order was paid through Stripe and the cooperative has a
   connected account: the job `settlements.transfer` then makes a Stripe Transfer
@@ -20,8 +21,8 @@ it as "refunded after settlement", to be taken back from the cooperative by hand
 (reversing a Stripe transfer is not done here). Nothing releases a held payout yet:
 a closed dispute is settled by hand too.
 
-The follower, the job handler and the periodic task register when this module is
-imported: services.ledger.jobs imports it, and every process loads the handlers.
+The follower that asks for the transfers of pending payouts, the job handler and
+the periodic task register when this module is imported: services.ledger.jobs imports it, and every process loads the handlers.
 """
 
 from __future__ import annotations
@@ -78,24 +79,12 @@ class _Due:
 
 
 @ledger.on_recognised
-async def record_payouts(
+async def request_transfers(
     session: AsyncSession, recognised: list[ledger.RecognisedLine], now: datetime
 ) -> None:
-    """One payout per fulfilment recognised in this transaction (the caller holds its order)."""
-    due: dict[uuid.UUID, _Due] = {}
-    for line in recognised:
-        item = due.setdefault(
-            line.fulfilment_id,
-            _Due(
-                line.fulfilment_id,
-                line.order_id,
-                line.cooperative_id,
-                line.county_code,
-                line.currency,
-            ),
-        )
-        item.amount_fen += line.net_fen
-    await _write_payouts(session, list(due.values()))
+    """Transfer jobs for the payouts that the recognition wrote as pending."""
+    for payout_id in sorted({r.pending_payout for r in recognised if r.pending_payout}):
+        await request_transfer(session, payout_id)
 
 
 # One statement for a batch's payouts: the state follows from the order's hold and
@@ -107,10 +96,8 @@ WITH written AS (
                          currency, state, destination)
     SELECT gen_random_uuid(), d.fulfilment_id, d.order_id, d.cooperative_id, d.county_code,
            d.amount_fen, d.currency,
-           CASE WHEN x.settlement_hold THEN 'held'
-                WHEN d.amount_fen > 0 AND x.payment_method = 'stripe'
-                     AND x.stripe_account_id IS NOT NULL THEN 'pending'
-                ELSE 'payable' END,
+           ledger_payout_state(x.settlement_hold, x.payment_method, x.stripe_account_id,
+                               d.amount_fen),
            CASE WHEN x.payment_method = 'stripe' THEN x.stripe_account_id END
     FROM unnest(CAST(:fulfilment_ids AS uuid[]), CAST(:order_ids AS uuid[]),
                 CAST(:cooperative_ids AS uuid[]), CAST(:county_codes AS char(12)[]),

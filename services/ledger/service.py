@@ -132,6 +132,9 @@ class RecognisedLine:
     parts: dict[uuid.UUID | None, int]
     # The households with a part, in id order: from `parts` unless given (SQL sorts them).
     households: tuple[uuid.UUID, ...] = ()
+    # The payout of the line's fulfilment, written by the recognition, when it waits
+    # for a Stripe transfer (services.ledger.payouts asks for it).
+    pending_payout: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         if not self.households:
@@ -275,6 +278,7 @@ WITH due AS (
     FROM unnest(CAST(:fulfilment_ids AS uuid[])) AS u(id)
     CROSS JOIN LATERAL (
         SELECT f.id AS fulfilment_id, o.id AS order_id, o.buyer_id, o.currency, f.county_code,
+               f.cooperative_id, o.settlement_hold, o.payment_method,
                CASE WHEN o.payment_method = 'cod'
                     THEN greatest(o.paid_at, coalesce(f.delivered_at, f.updated_at))
                     ELSE coalesce(f.delivered_at, f.updated_at) END AS at
@@ -313,6 +317,22 @@ parts AS (
     SELECT lines.id, p.household_id, p.amount_fen AS amount
     FROM lines CROSS JOIN LATERAL ledger_split(lines.net, lines.shares) p
 ),
+payouts AS (
+    -- What the cooperative is owed for each fulfilment: its lines' net revenue (see
+    -- services.ledger.payouts for the states).
+    INSERT INTO payouts (id, fulfilment_id, order_id, cooperative_id, county_code, amount_fen,
+                         currency, state, destination)
+    SELECT gen_random_uuid(), d.fulfilment_id, d.order_id, d.cooperative_id, d.county_code,
+           t.amount, d.currency,
+           ledger_payout_state(d.settlement_hold, d.payment_method, c.stripe_account_id, t.amount),
+           CASE WHEN d.payment_method = 'stripe' THEN c.stripe_account_id END
+    FROM (SELECT l.fulfilment_id, sum(l.net)::bigint AS amount
+          FROM lines l GROUP BY l.fulfilment_id) t
+    JOIN due d ON d.fulfilment_id = t.fulfilment_id
+    JOIN cooperatives c ON c.id = d.cooperative_id
+    ON CONFLICT (fulfilment_id) DO NOTHING
+    RETURNING id, fulfilment_id, state
+),
 entries AS (
     INSERT INTO ledger_entries (line_id, order_id, fulfilment_id, product_id, cooperative_id,
                                 county_code, buyer_id, household_id, kind, amount_fen,
@@ -330,11 +350,13 @@ SELECT l.id AS line_id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative
        coalesce(array_agg(p.amount ORDER BY p.household_id)
                     FILTER (WHERE p.household_id IS NOT NULL AND p.amount > 0), '{}')
            AS amounts,
-       coalesce(sum(p.amount) FILTER (WHERE p.household_id IS NULL), 0) AS cooperative_fen
+       coalesce(sum(p.amount) FILTER (WHERE p.household_id IS NULL), 0) AS cooperative_fen,
+       w.id AS pending_payout
 FROM lines l
 LEFT JOIN parts p ON p.id = l.id
+LEFT JOIN payouts w ON w.fulfilment_id = l.fulfilment_id AND w.state = 'pending'
 GROUP BY l.id, l.order_id, l.fulfilment_id, l.product_id, l.cooperative_id, l.county_code,
-         l.buyer_id, l.currency, l.at, l.year, l.net, l.position
+         l.buyer_id, l.currency, l.at, l.year, l.net, l.position, w.id
 ORDER BY l.fulfilment_id, l.position
 """
 ).bindparams(
@@ -372,6 +394,7 @@ async def _recognise(
             net_fen=row.net_fen,
             parts=_parts(row.households, row.amounts, row.cooperative_fen),
             households=tuple(row.households),
+            pending_payout=row.pending_payout,
         )
         for row in rows
     ]
