@@ -221,6 +221,30 @@ async def test_a_recognised_fulfilment_without_its_payout_is_reported(trade, ses
     )
 
 
+async def test_a_payout_or_recognition_naming_another_order_than_its_fulfilment_is_reported(
+    trade, session
+):
+    """Neither keeps foreign keys to what it is written from; the audit checks them."""
+    fulfilment = uuid.UUID(trade["order"]["fulfilments"][0]["id"])
+    elsewhere = await session.scalar(
+        text("SELECT id FROM orders WHERE id <> :id LIMIT 1"), {"id": trade["order"]["id"]}
+    )
+    assert elsewhere is not None
+    await session.execute(
+        text("UPDATE payouts SET order_id = :other WHERE fulfilment_id = :id"),
+        {"other": elsewhere, "id": fulfilment},
+    )
+    await session.execute(
+        text("UPDATE ledger_recognitions SET order_id = :other WHERE fulfilment_id = :id"),
+        {"other": elsewhere, "id": fulfilment},
+    )
+    found = await audit.audit(session, now=now())
+    assert sorted((d.problem, d.fulfilment_id, d.held_fen) for d in found) == [
+        (Problem.misattributed_fulfilment, fulfilment, 0),
+        (Problem.misattributed_fulfilment, fulfilment, 9_500),
+    ]
+
+
 async def test_small_batches_see_every_line_once(trade, session):
     run = audit.LedgerAudit(session, now=now(), batch_size=1)
     assert [d async for d in run.differences()] == []

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, cast, exists, func, or_, select, tuple_
+from sqlalchemy import BigInteger, Select, cast, exists, func, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.ledger.service as ledger
@@ -51,6 +51,10 @@ class Problem(enum.StrEnum):
     # cooperative, county or buyer than its line does (the ledger keeps no foreign keys on
     # what it copies from the line: migration 0010).
     misattributed = "misattributed"
+    # A recognition or payout whose fulfilment does not exist, or that names another
+    # order (a payout: or cooperative) than its fulfilment does (no foreign keys on
+    # either: migration 0014). Figures: the payout's amount, 0 for a recognition.
+    misattributed_fulfilment = "misattributed_fulfilment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,7 @@ class LedgerAudit:
             self._misattributed_entries,
             self._unrecognised_fulfilments,
             self._missing_payouts,
+            self._misattributed_fulfilments,
         ):
             async for difference in check():
                 self.counts[difference.problem] += 1
@@ -238,6 +243,29 @@ class LedgerAudit:
         )
         async for fulfilment_id, expected in self._stream(stmt):
             yield Difference(Problem.missing_payout, fulfilment_id, None, None, int(expected), 0)
+
+    async def _misattributed_fulfilments(self) -> AsyncIterator[Difference]:
+        recognitions = (
+            select(Recognition.fulfilment_id, cast(0, BigInteger))
+            .outerjoin(Fulfilment, Fulfilment.id == Recognition.fulfilment_id)
+            .where(or_(Fulfilment.id.is_(None), Fulfilment.order_id != Recognition.order_id))
+        )
+        payouts = (
+            select(Payout.fulfilment_id, Payout.amount_fen)
+            .outerjoin(Fulfilment, Fulfilment.id == Payout.fulfilment_id)
+            .where(
+                or_(
+                    Fulfilment.id.is_(None),
+                    Fulfilment.order_id != Payout.order_id,
+                    Fulfilment.cooperative_id != Payout.cooperative_id,
+                )
+            )
+        )
+        stmt = recognitions.union_all(payouts).order_by(text("1"))
+        async for fulfilment_id, amount in self._stream(stmt):
+            yield Difference(
+                Problem.misattributed_fulfilment, fulfilment_id, None, None, 0, int(amount)
+            )
 
 
 # Plain rows, not entities: nothing accumulates in the session, nothing read is stale.

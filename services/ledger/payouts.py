@@ -22,7 +22,8 @@ it as "refunded after settlement", to be taken back from the cooperative by hand
 a closed dispute is settled by hand too.
 
 The follower that asks for the transfers of pending payouts, the job handler and
-the periodic task register when this module is imported: services.ledger.jobs imports it, and every process loads the handlers.
+the periodic task register when this module is imported: services.ledger.jobs
+imports it, and every process loads the handlers.
 """
 
 from __future__ import annotations
