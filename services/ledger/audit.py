@@ -24,7 +24,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, cast, exists, func, or_, select, text, tuple_
+from sqlalchemy import (
+    BigInteger,
+    CompoundSelect,
+    Select,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.ledger.service as ledger
@@ -132,7 +143,9 @@ class LedgerAudit:
                 self.counts[difference.problem] += 1
                 yield difference
 
-    async def _stream(self, stmt: Select[*tuple[Any, ...]]) -> AsyncIterator[Any]:
+    async def _stream(
+        self, stmt: Select[*tuple[Any, ...]] | CompoundSelect[*tuple[Any, ...]]
+    ) -> AsyncIterator[Any]:
         """Rows from a server-side cursor, released however the caller stops reading.
 
         (With asyncpg the exhausted portal itself lives on until the transaction ends.)
