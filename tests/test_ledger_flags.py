@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.api.attribution import policy_from
 from app.cli import _recognise_backlog
@@ -436,6 +436,29 @@ async def test_ruling_on_an_unknown_flag_is_not_found(client, users, world) -> N
         headers=users.auth(officer),
     )
     assert answer.status_code == 404
+
+
+# --- locking ------------------------------------------------------------------------------
+
+
+async def test_households_are_locked_by_bucket_so_a_large_batch_fits_the_lock_table(
+    client, users, world, session, monkeypatch
+) -> None:
+    # One advisory lock per household let two backlog batches of thousands of households
+    # fill PostgreSQL's shared lock table ("out of shared memory").
+    monkeypatch.setattr(flag_rules, "HOUSEHOLD_LOCK_BUCKETS", 4)
+    coop = await world.cooperative()
+    households = [await world.household() for _ in range(12)]
+    product = await supplied_product(world, coop, [(h, 500) for h in households])
+    await buy(client, users, session, product)
+    held = await session.scalar(
+        text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND pid = pg_backend_pid() AND granted"
+        )
+    )
+    assert held == len(flag_rules.household_lock_buckets(h.id for h in households))
+    assert 1 <= held <= 4
 
 
 # --- exactly once -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import BigInteger
+from sqlalchemy.types import Integer
 
 from services import phones
 from services.db import driver_connection
@@ -359,14 +359,26 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
     return out
 
 
+# Households are locked by bucket: a backlog batch touches thousands of households, and
+# one advisory lock each filled PostgreSQL's shared lock table (max_locks_per_transaction
+# x max_connections: 6,400 slots by default) with two batches at once. A bucket stands for
+# 1/1,024 of the households; two single deliveries rarely share one.
+HOUSEHOLD_LOCK_BUCKETS = 1_024
+_HOUSEHOLD_LOCK_SPACE = 0x4C454447  # the advisory lock's first key: "LEDG"
+
+
+def household_lock_buckets(households: Iterable[uuid.UUID]) -> list[int]:
+    return sorted({h.int % HOUSEHOLD_LOCK_BUCKETS for h in households})
+
+
 async def _lock_households(session: AsyncSession, households: Sequence[uuid.UUID]) -> None:
     """Serialise the anomaly rules per household, so that concurrent recognitions see each
     other's entries (each reads after the other commits). Keys in ascending order: no deadlock.
     """
-    keys = sorted({int.from_bytes(h.bytes[:8], "big", signed=True) for h in households})
     await session.execute(
-        text("SELECT pg_advisory_xact_lock(k) FROM unnest(:keys) AS k").bindparams(
-            bindparam("keys", keys, type_=ARRAY(BigInteger()))
+        text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(:keys) AS k").bindparams(
+            bindparam("space", _HOUSEHOLD_LOCK_SPACE),
+            bindparam("keys", household_lock_buckets(households), type_=ARRAY(Integer())),
         )
     )
 
