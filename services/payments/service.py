@@ -113,7 +113,7 @@ async def receive(
                 event.object_id,
                 event.created,
                 event.livemode,
-                json.dumps(event.payload),
+                event.body if event.body is not None else json.dumps(event.payload),
                 intent_id,
                 _amount_received(event.object),
                 now,

@@ -75,6 +75,9 @@ class Event:
     object_id: str | None
     object: dict[str, Any]  # data.object as a plain dict
     payload: dict[str, Any]  # the whole event as a plain JSON dict
+    # The verified body as Stripe sent it (JSON text), stored as it came instead of
+    # serialising `payload` again; None for an event built here (the demo).
+    body: str | None = None
 
 
 class ProviderError(Exception):
@@ -376,17 +379,18 @@ class StripeGateway:
         except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise InvalidSignature(str(exc)) from exc
         try:
-            data = json.loads(payload)
-        except ValueError as exc:
+            body = payload.decode()
+            data = json.loads(body)
+        except ValueError as exc:  # UnicodeDecodeError included
             raise InvalidSignature("payload is not JSON") from exc
-        return _event(data)
+        return _event(data, body)
 
     async def aclose(self) -> None:
         # stripe-python leaves close_async unannotated.
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
 
-def _event(data: Any) -> Event:
+def _event(data: Any, text: str | None) -> Event:
     if not isinstance(data, dict) or data.get("object") != "event":
         raise InvalidSignature("payload is not a Stripe event")
     event_id, event_type, created = data.get("id"), data.get("type"), data.get("created")
@@ -408,4 +412,5 @@ def _event(data: Any) -> Event:
         object_id=object_id if isinstance(object_id, str) else None,
         object=obj,
         payload=data,
+        body=text,
     )
