@@ -150,6 +150,42 @@ async def test_the_split_in_sql_is_the_split_in_python(connection, line, refunde
     assert in_sql == in_python
 
 
+# Recognition splits a whole batch at once (ledger_split_lines): each line of the batch
+# must come out as it would alone, whatever the other lines are.
+_SQL_BATCH = text(
+    "SELECT s.line_id, s.household_id, s.amount_fen"
+    " FROM ledger_split_lines(CAST(:ids AS uuid[]), CAST(:nets AS bigint[]),"
+    " CAST(:shares AS jsonb[])) AS s"
+)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batch=st.lists(lines() | tied_lines(), min_size=1, max_size=12))
+async def test_a_batch_split_in_sql_is_each_lines_split_in_python(connection, batch) -> None:
+    ids = [uuid.uuid4() for _ in batch]
+    rows = await connection.execute(
+        _SQL_BATCH,
+        {
+            "ids": ids,
+            "nets": [ledger.net_after(gross, fee, 0) for gross, fee, _ in batch],
+            "shares": [
+                json.dumps([{"household_id": str(h), "basis_points": bp} for h, bp in shares])
+                for _, _, shares in batch
+            ],
+        },
+    )
+    in_sql: dict[uuid.UUID, dict[uuid.UUID | None, int]] = defaultdict(dict)
+    for line_id, party, amount in rows:
+        if amount:
+            in_sql[line_id][party] = amount
+    for line_id, (gross, fee, shares) in zip(ids, batch, strict=True):
+        assert in_sql.get(line_id, {}) == ledger.split(ledger.net_after(gross, fee, 0), shares)
+
+
 def test_a_full_refund_leaves_nothing_to_anyone() -> None:
     assert ledger.net_after(10_000, 500, 10_000) == 0
     assert ledger.net_after(10_000, 500, 5_000) == 4_750

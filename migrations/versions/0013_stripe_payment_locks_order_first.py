@@ -13,11 +13,11 @@ Revises: 0012
 Create Date: 2026-12-02 13:00:00
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic import op
+
+from migrations.earlier import revision as earlier
 
 revision: str = "0013"
 down_revision: str | None = "0012"
@@ -85,9 +85,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # 0012's definition, from 0012 itself rather than a second copy of it.
-    path = next(Path(__file__).parent.glob("0012_*.py"))
-    spec = importlib.util.spec_from_file_location("revision_0012", path)
-    assert spec is not None and spec.loader is not None
-    previous = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(previous)
-    op.execute(previous.INTENT_SUCCEEDED.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))
+    previous = earlier("0012").INTENT_SUCCEEDED
+    op.execute(previous.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION"))

@@ -267,8 +267,9 @@ _LINES = select(
 # ledger_recognitions is the exactly-once guard), take them out of the partial index
 # of what is due, split each line's net revenue and append the entries; answer one
 # row per line for what follows (flag rules, payouts). `net_after()` and `split()` are
-# in SQL too, as the functions `ledger_net` and `ledger_split` (migration 0010); a
-# property test holds each pair equal, since refunds and the audit use the Python ones.
+# in SQL too, as the functions `ledger_net` and `ledger_split` (migration 0010; the
+# latter over `ledger_split_lines`, which splits a batch at once, since 0015); property
+# tests hold them equal, since refunds and the audit use the Python ones.
 _RECOGNISE = text(
     """
 WITH due AS (
@@ -314,8 +315,11 @@ lines AS (
     ) l
 ),
 parts AS (
-    SELECT lines.id, p.household_id, p.amount_fen AS amount
-    FROM lines CROSS JOIN LATERAL ledger_split(lines.net, lines.shares) p
+    -- The whole batch split in one pass (ledger_split_lines, migration 0015).
+    SELECT s.line_id AS id, s.household_id, s.amount_fen AS amount
+    FROM (SELECT array_agg(l.id) AS ids, array_agg(l.net) AS nets, array_agg(l.shares) AS shares
+          FROM lines l) a
+    CROSS JOIN LATERAL ledger_split_lines(a.ids, a.nets, a.shares) s
 ),
 payouts AS (
     -- What the cooperative is owed for each fulfilment: its lines' net revenue (see
