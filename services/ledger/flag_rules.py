@@ -178,7 +178,8 @@ class _Home:
 
 _HOMES = """
 SELECT h.id, h.county_code, h.village_code, h.phone, h.address, r.name AS village,
-       (SELECT array_agg(m.name) FROM household_members m WHERE m.household_id = h.id) AS names
+       (SELECT array_agg(m.name ORDER BY m.name) FROM household_members m
+        WHERE m.household_id = h.id) AS names
 FROM households h LEFT JOIN regions r ON r.code = h.village_code
 WHERE h.id = ANY($1)
 """
@@ -186,18 +187,29 @@ WHERE h.id = ANY($1)
 
 async def _homes(session: AsyncSession, suppliers: set[uuid.UUID]) -> dict[uuid.UUID, _Home]:
     return {
-        household_id: _Home(
-            county_code,
-            village_code,
-            norm_phone(phone),
-            norm_text(address),
-            frozenset(norm_text(name) for name in names or ()),
-            norm_text(village),
-        )
-        for household_id, county_code, village_code, phone, address, village, names in await _fetch(
-            session, _HOMES, _ids(suppliers)
-        )
+        row[0]: _home_of(*row[1:6], tuple(row[6] or ()))
+        for row in await _fetch(session, _HOMES, _ids(suppliers))
     }
+
+
+# The same households come back batch after batch: one _Home per distinct form.
+@functools.lru_cache(maxsize=1 << 16)
+def _home_of(
+    county_code: str,
+    village_code: str,
+    phone: str | None,
+    address: str | None,
+    village: str | None,
+    names: tuple[str, ...],
+) -> _Home:
+    return _Home(
+        county_code,
+        village_code,
+        norm_phone(phone),
+        norm_text(address),
+        frozenset(norm_text(name) for name in names),
+        norm_text(village),
+    )
 
 
 async def _self_dealing(session: AsyncSession, lines: list[RecognisedLine]) -> list[_Draft]:
