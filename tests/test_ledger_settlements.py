@@ -66,17 +66,17 @@ async def paid_by_stripe(api, users, fake_stripe, lines) -> dict[str, Any]:
     return order
 
 
-async def dispute(api, order: dict[str, Any]) -> None:
+async def dispute(api, order: dict[str, Any], event: str = "created", status: str = "") -> None:
     await webhook(
         api,
         make_event(
-            "charge.dispute.created",
+            f"charge.dispute.{event}",
             {
-                "id": f"dp_{uuid.uuid4().hex[:14]}",
+                "id": f"dp_{order['id'][:8]}",
                 "object": "dispute",
                 "amount": order["total_fen"],
                 "payment_intent": intent_of(order),
-                "status": "needs_response",
+                "status": status or "needs_response",
                 "reason": "fraudulent",
             },
         ),
@@ -283,6 +283,57 @@ async def test_a_dispute_after_the_payout_holds_it_before_the_transfer(
     [payout] = await payouts_of(session, order)
     assert payout.state is PayoutState.held
     assert requests_for(fake_stripe, payout) == []
+
+
+async def test_a_dispute_won_releases_the_held_payout_to_its_transfer(
+    api, users, stripe_shelf, session, fake_stripe
+):
+    order = await paid_by_stripe(api, users, fake_stripe, [(stripe_shelf["product"], 1)])
+    await dispute(api, order)
+    await ship_and_deliver(api, users, order)
+    await recognise(session, order)
+    [payout] = await payouts_of(session, order)
+    assert payout.state is PayoutState.held
+    await dispute(api, order, "closed", "won")
+    [payout] = await payouts_of(session, order)
+    assert payout.state is PayoutState.pending
+    [job] = await transfer_jobs(session, payout)
+    await payouts.transfer_payout(session, job.payload)
+    [payout] = await payouts_of(session, order)
+    assert payout.state is PayoutState.transferred
+    assert len(requests_for(fake_stripe, payout)) == 1
+
+
+async def test_a_dispute_lost_keeps_the_payout_held_and_takes_the_income_back(
+    api, users, stripe_shelf, session, fake_stripe
+):
+    order = await paid_by_stripe(api, users, fake_stripe, [(stripe_shelf["product"], 2)])
+    await ship_and_deliver(api, users, order)
+    await recognise(session, order)
+    await dispute(api, order)
+    await dispute(api, order, "closed", "lost")
+    [payout] = await payouts_of(session, order)
+    await payouts.transfer_payout(session, {"payout_id": str(payout.id)})
+    [payout] = await payouts_of(session, order)
+    assert payout.state is PayoutState.held
+    assert requests_for(fake_stripe, payout) == []
+    # The chargeback is money returned: every party's part of the line goes back to zero.
+    held = await session.scalar(
+        select(func.sum(LedgerEntry.amount_fen)).where(
+            LedgerEntry.order_id == uuid.UUID(order["id"])
+        )
+    )
+    assert held == 0
+    # Closing again (Stripe retries, or a second delivery) changes nothing more.
+    await dispute(api, order, "closed", "lost")
+    assert (
+        await session.scalar(
+            select(func.sum(LedgerEntry.amount_fen)).where(
+                LedgerEntry.order_id == uuid.UUID(order["id"])
+            )
+        )
+        == 0
+    )
 
 
 async def test_stripe_refusing_the_transfer_fails_the_payout_with_its_reason(

@@ -18,8 +18,9 @@ The amount never changes once written, so every retry of the transfer sends the
 same parameters under its idempotency key `transfer:{payout id}`. A refund after
 recognition therefore does not shrink the transfer: the settlement report shows
 it as "refunded after settlement", to be taken back from the cooperative by hand
-(reversing a Stripe transfer is not done here). Nothing releases a held payout yet:
-a closed dispute is settled by hand too.
+(reversing a Stripe transfer is not done here). A dispute won (`charge.dispute.closed`)
+releases the order's held payouts to the state they would have had (`release_held`);
+a dispute lost leaves them held and records the money as returned to the buyer.
 
 The follower that asks for the transfers of pending payouts, the job handler and
 the periodic task register when this module is imported: services.ledger.jobs
@@ -141,6 +142,32 @@ async def _write_payouts(session: AsyncSession, due: list[_Due]) -> int:
     for payout_id in pending:
         await request_transfer(session, payout_id)
     return int(written)
+
+
+# A won dispute: the order's held payouts take the state they would have had without it.
+_RELEASE = text(
+    """
+UPDATE payouts p
+   SET state = ledger_payout_state(false, o.payment_method, c.stripe_account_id, p.amount_fen),
+       updated_at = now()
+  FROM orders o, cooperatives c
+ WHERE p.order_id = :order_id AND p.state = 'held'
+   AND o.id = p.order_id AND c.id = p.cooperative_id
+RETURNING p.id, p.state
+"""
+)
+
+
+async def release_held(session: AsyncSession, order_id: uuid.UUID) -> int:
+    """Release an order's held payouts (its dispute was won); the caller holds the order.
+
+    Pending ones get their transfer job. Answers how many were released.
+    """
+    released = (await session.execute(_RELEASE, {"order_id": order_id})).all()
+    for payout_id, state in sorted(released):
+        if state == PayoutState.pending.value:
+            await request_transfer(session, payout_id)
+    return len(released)
 
 
 async def request_transfer(session: AsyncSession, payout_id: uuid.UUID) -> None:

@@ -463,6 +463,48 @@ async def _on_dispute(session: AsyncSession, event: Event, now: datetime, enqueu
     return "settlement-held"
 
 
+async def _on_dispute_closed(
+    session: AsyncSession, event: Event, now: datetime, enqueue: Any
+) -> str:
+    """A dispute ended: won (or an inquiry closed), the hold is released; lost, the
+    money went back to the buyer and is recorded as a refund, so the ledger reverses it."""
+    payment = await _payment_for_intent(session, event.object)
+    if payment is None:
+        return "unknown-intent"
+    order = await orders.lock_order(session, payment.order_id)
+    status = str(event.object.get("status"))
+    if status in ("won", "warning_closed", "prevented"):
+        if not order.settlement_hold:
+            return "stale"
+        order.settlement_hold = False
+        order.updated_at = now
+        # Imported here: the payouts module depends on this one.
+        from services.ledger.payouts import release_held
+
+        await release_held(session, order.id)
+        return "settlement-released"
+    if status != "lost":
+        return "ignored"
+    _ensure_paid(payment)
+    amount = min(
+        int(event.object.get("amount") or 0),
+        order.paid_fen - await committed_refunds(session, order.id),
+    )
+    if amount <= 0:
+        return "nothing-left-to-refund"
+    refund = await _new_refund(
+        session,
+        order,
+        payment,
+        amount=amount,
+        reason="dispute lost",
+        actor=None,
+        allocation=None,
+    )
+    await _settle_refund(session, refund, RefundState.succeeded)
+    return "dispute-lost-refunded"
+
+
 _HANDLERS = {
     "payment_intent.succeeded": _on_succeeded,
     "payment_intent.payment_failed": _on_failed,
@@ -472,6 +514,7 @@ _HANDLERS = {
     "refund.failed": _on_refund,
     "charge.refunded": _on_charge_refunded,
     "charge.dispute.created": _on_dispute,
+    "charge.dispute.closed": _on_dispute_closed,
 }
 
 
