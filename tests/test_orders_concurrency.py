@@ -121,6 +121,22 @@ async def new_product(live: dict[str, Any], stock: int) -> Product:
         )
 
 
+def succeeded(order: dict[str, Any]) -> dict[str, Any]:
+    """Stripe's payment_intent.succeeded for the whole of a Stripe order."""
+    return make_event(
+        "payment_intent.succeeded",
+        {
+            "id": order["client_secret"].split("_secret_")[0],
+            "object": "payment_intent",
+            "amount": order["total_fen"],
+            "amount_received": order["total_fen"],
+            "currency": "cny",
+            "status": "succeeded",
+            "metadata": {"order_id": order["id"]},
+        },
+    )
+
+
 async def counts(live: dict[str, Any], product: Product) -> tuple[int, int, int, int]:
     """Stock, reserved, sold, and the number of orders holding the product."""
     async with live["factory"]() as session:
@@ -203,19 +219,7 @@ async def test_the_same_webhook_ten_times_at_once_has_one_effect(live):
         json=cart((product, 4), method="stripe"),
     )
     order = placed.json()
-    intent = order["client_secret"].split("_secret_")[0]
-    event = make_event(
-        "payment_intent.succeeded",
-        {
-            "id": intent,
-            "object": "payment_intent",
-            "amount": order["total_fen"],
-            "amount_received": order["total_fen"],
-            "currency": "cny",
-            "status": "succeeded",
-            "metadata": {"order_id": order["id"]},
-        },
-    )
+    event = succeeded(order)
     payload, headers = signed(event)
     answers = await asyncio.gather(
         *[
@@ -281,19 +285,7 @@ async def test_a_payment_reported_while_the_buyer_cancels_waits_for_the_order_th
         json=cart((product, 2), method="stripe"),
     )
     order = placed.json()
-    intent = order["client_secret"].split("_secret_")[0]
-    event = make_event(
-        "payment_intent.succeeded",
-        {
-            "id": intent,
-            "object": "payment_intent",
-            "amount": order["total_fen"],
-            "amount_received": order["total_fen"],
-            "currency": "cny",
-            "status": "succeeded",
-            "metadata": {"order_id": order["id"]},
-        },
-    )
+    event = succeeded(order)
     payload, headers = signed(event)
     order_id = uuid.UUID(order["id"])
     async with live["factory"]() as session, session.begin():
@@ -329,18 +321,7 @@ async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(li
     )
     order = placed.json()
     intent = order["client_secret"].split("_secret_")[0]
-    paid = make_event(
-        "payment_intent.succeeded",
-        {
-            "id": intent,
-            "object": "payment_intent",
-            "amount": order["total_fen"],
-            "amount_received": order["total_fen"],
-            "currency": "cny",
-            "status": "succeeded",
-            "metadata": {"order_id": order["id"]},
-        },
-    )
+    paid = succeeded(order)
     payload, headers = signed(paid)
     assert (
         await live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)

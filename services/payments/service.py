@@ -386,21 +386,10 @@ async def _on_refund(session: AsyncSession, event: Event, now: datetime, enqueue
             recorded.provider_refund_id = str(obj.get("id"))
             return "external-refund-matched"
         order = await orders.lock_order(session, payment.order_id)
-        room = order.paid_fen - await committed_refunds(session, order.id)
-        if min(amount, room) <= 0:
-            return "nothing-left-to-refund"
-        refund = await _new_refund(
-            session,
-            order,
-            payment,
-            amount=amount,
-            reason="refunded in Stripe",
-            actor=None,
-            allocation=None,
+        recorded = await _returned_outside(
+            session, order, payment, amount, "refunded in Stripe", str(obj.get("id"))
         )
-        refund.provider_refund_id = str(obj.get("id"))
-        await _settle_refund(session, refund, RefundState.succeeded)
-        return "external-refund-recorded"
+        return "nothing-left-to-refund" if recorded is None else "external-refund-recorded"
     target = {
         "succeeded": RefundState.succeeded,
         "failed": RefundState.failed,
@@ -486,23 +475,31 @@ async def _on_dispute_closed(
     if status != "lost":
         return "ignored"
     _ensure_paid(payment)
-    amount = min(
-        int(event.object.get("amount") or 0),
-        order.paid_fen - await committed_refunds(session, order.id),
-    )
+    amount = int(event.object.get("amount") or 0)
+    recorded = await _returned_outside(session, order, payment, amount, "dispute lost")
+    return "nothing-left-to-refund" if recorded is None else "dispute-lost-refunded"
+
+
+async def _returned_outside(
+    session: AsyncSession,
+    order: Order,
+    payment: Payment,
+    amount: int,
+    reason: str,
+    provider_refund_id: str | None = None,
+) -> Refund | None:
+    """Money that went back to the buyer without our asking (a refund made in Stripe's
+    dashboard, a dispute lost): a refund settled at once, up to what is left to refund.
+    None when nothing is left. The caller holds the order."""
+    amount = min(amount, order.paid_fen - await committed_refunds(session, order.id))
     if amount <= 0:
-        return "nothing-left-to-refund"
+        return None
     refund = await _new_refund(
-        session,
-        order,
-        payment,
-        amount=amount,
-        reason="dispute lost",
-        actor=None,
-        allocation=None,
+        session, order, payment, amount=amount, reason=reason, actor=None, allocation=None
     )
+    refund.provider_refund_id = provider_refund_id
     await _settle_refund(session, refund, RefundState.succeeded)
-    return "dispute-lost-refunded"
+    return refund
 
 
 _HANDLERS = {
