@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -272,6 +273,40 @@ async def _wait_for_a_lock_wait(factory: Any) -> None:
     raise AssertionError("the webhook never waited for the order's lock")
 
 
+async def stripe_order(live: dict[str, Any], buyer: User, product: Product, qty: int) -> Any:
+    placed = await live["client"].post(
+        "/v1/checkout",
+        headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
+        json=cart((product, qty), method="stripe"),
+    )
+    assert placed.status_code == 201, placed.text
+    return placed.json()
+
+
+@asynccontextmanager
+async def webhook_behind_the_orders_lock(
+    live: dict[str, Any], order: dict[str, Any], event: dict[str, Any]
+) -> AsyncIterator[tuple[Any, asyncio.Task[httpx.Response]]]:
+    """Lock the order as a cancel or a refund does, send the event, and yield the locking
+    session once the webhook waits for a lock; the webhook's answer comes after the exit."""
+    payload, headers = signed(event)
+    async with live["factory"]() as session, session.begin():
+        # A wait for the payment ends the test (lock_timeout) rather than the deadlock
+        # detector choosing which of the two to abort.
+        await session.execute(
+            text(
+                "SELECT set_config('lock_timeout', '5s', true),"
+                " set_config('deadlock_timeout', '10s', true)"
+            )
+        )
+        await orders.lock_order(session, uuid.UUID(order["id"]))
+        webhook = asyncio.create_task(
+            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+        )
+        await _wait_for_a_lock_wait(live["factory"])
+        yield session, webhook
+
+
 async def test_a_payment_reported_while_the_buyer_cancels_waits_for_the_order_then_is_refunded(
     live,
 ):
@@ -279,30 +314,10 @@ async def test_a_payment_reported_while_the_buyer_cancels_waits_for_the_order_th
     # order before touching the payment, or the two deadlock.
     product = await new_product(live, stock=5)
     buyer = live["buyers"][6]
-    placed = await live["client"].post(
-        "/v1/checkout",
-        headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
-        json=cart((product, 2), method="stripe"),
-    )
-    order = placed.json()
-    event = succeeded(order)
-    payload, headers = signed(event)
-    order_id = uuid.UUID(order["id"])
-    async with live["factory"]() as session, session.begin():
-        await session.execute(
-            text(
-                "SELECT set_config('lock_timeout', '5s', true),"
-                " set_config('deadlock_timeout', '10s', true)"
-            )
-        )
-        await orders.lock_order(session, order_id)
-        webhook = asyncio.create_task(
-            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
-        )
-        await _wait_for_a_lock_wait(live["factory"])
-        # Would time out on the payment's lock if the webhook had taken it first.
+    order = await stripe_order(live, buyer, product, 2)
+    async with webhook_behind_the_orders_lock(live, order, succeeded(order)) as (session, webhook):
         cancelled, _ = await flows.cancel_by_buyer(
-            session, buyer, order_id, now=datetime.now(UTC), enqueue=enqueue
+            session, buyer, uuid.UUID(order["id"]), now=datetime.now(UTC), enqueue=enqueue
         )
         assert cancelled.status.value == "cancelled"
     answer = await webhook
@@ -313,19 +328,10 @@ async def test_a_payment_reported_while_the_buyer_cancels_waits_for_the_order_th
 
 async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(live):
     product = await new_product(live, stock=5)
-    buyer = live["buyers"][7]
-    placed = await live["client"].post(
-        "/v1/checkout",
-        headers=auth(buyer) | {"Idempotency-Key": uuid.uuid4().hex},
-        json=cart((product, 1), method="stripe"),
-    )
-    order = placed.json()
-    intent = order["client_secret"].split("_secret_")[0]
-    paid = succeeded(order)
-    payload, headers = signed(paid)
-    assert (
-        await live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
-    ).json()["outcome"] == "order-confirmed"
+    order = await stripe_order(live, live["buyers"][7], product, 1)
+    payload, headers = signed(succeeded(order))
+    paid = await live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+    assert paid.json()["outcome"] == "order-confirmed"
     dispute = make_event(
         "charge.dispute.created",
         {
@@ -333,27 +339,14 @@ async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(li
             "object": "dispute",
             "amount": order["total_fen"],
             "charge": f"ch_{uuid.uuid4().hex[:14]}",
-            "payment_intent": intent,
+            "payment_intent": order["client_secret"].split("_secret_")[0],
             "reason": "fraudulent",
             "status": "needs_response",
         },
     )
-    payload, headers = signed(dispute)
-    order_id = uuid.UUID(order["id"])
-    async with live["factory"]() as session, session.begin():
-        await session.execute(
-            text(
-                "SELECT set_config('lock_timeout', '5s', true),"
-                " set_config('deadlock_timeout', '10s', true)"
-            )
-        )
-        await orders.lock_order(session, order_id)
-        webhook = asyncio.create_task(
-            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
-        )
-        await _wait_for_a_lock_wait(live["factory"])
+    async with webhook_behind_the_orders_lock(live, order, dispute) as (session, webhook):
         # A refund takes the order, then the payment: free while the webhook waits.
-        await payments.payment_of(session, order_id, lock=True)
+        await payments.payment_of(session, uuid.UUID(order["id"]), lock=True)
     answer = await webhook
     assert answer.status_code == 200, answer.text
     assert answer.json()["outcome"] == "settlement-held"
