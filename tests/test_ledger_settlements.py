@@ -336,6 +336,29 @@ async def test_a_dispute_lost_keeps_the_payout_held_and_takes_the_income_back(
     )
 
 
+async def test_a_dispute_won_reported_before_its_start_leaves_nothing_held(
+    api, users, stripe_shelf, session, fake_stripe
+):
+    order = await paid_by_stripe(api, users, fake_stripe, [(stripe_shelf["product"], 1)])
+    await dispute(api, order, "closed", "won")
+    await dispute(api, order)  # the older event, delivered late
+    await ship_and_deliver(api, users, order)
+    await recognise(session, order)
+    [payout] = await payouts_of(session, order)
+    assert payout.state is PayoutState.pending
+
+
+async def test_a_dispute_lost_without_its_start_still_holds_the_payout(
+    api, users, stripe_shelf, session, fake_stripe
+):
+    order = await paid_by_stripe(api, users, fake_stripe, [(stripe_shelf["product"], 1)])
+    await dispute(api, order, "closed", "lost")
+    await ship_and_deliver(api, users, order)
+    await recognise(session, order)
+    [payout] = await payouts_of(session, order)
+    assert (payout.state, payout.amount_fen) == (PayoutState.held, 0)
+
+
 async def test_stripe_refusing_the_transfer_fails_the_payout_with_its_reason(
     api, users, stripe_shelf, session, fake_stripe
 ):

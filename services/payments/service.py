@@ -447,9 +447,20 @@ async def _on_dispute(session: AsyncSession, event: Event, now: datetime, enqueu
     if payment is None:
         return "unknown-intent"
     order = await orders.lock_order(session, payment.order_id)
+    if event.object_id and await _dispute_closed_before(session, event.object_id):
+        return "stale"  # Stripe delivered the dispute's end before its start
     order.settlement_hold = True
     order.updated_at = now
     return "settlement-held"
+
+
+async def _dispute_closed_before(session: AsyncSession, dispute_id: str) -> bool:
+    closed = await session.scalar(
+        select(func.count())
+        .select_from(StripeEvent)
+        .where(StripeEvent.type == "charge.dispute.closed", StripeEvent.object_id == dispute_id)
+    )
+    return bool(closed)
 
 
 async def _on_dispute_closed(
@@ -474,6 +485,9 @@ async def _on_dispute_closed(
         return "settlement-released"
     if status != "lost":
         return "ignored"
+    # Lost: the money is gone, whether or not the dispute's start reached us first.
+    order.settlement_hold = True
+    order.updated_at = now
     _ensure_paid(payment)
     amount = int(event.object.get("amount") or 0)
     recorded = await _returned_outside(session, order, payment, amount, "dispute lost")
