@@ -24,11 +24,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from sqlalchemy import DateTime, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
-from services.db import driver_connection
+from services.db import DriverStatement, driver_connection
 from services.errors import NotFound
 from services.ledger.models import EntryKind, LedgerEntry, Recognition
 from services.orders.models import (
@@ -370,7 +369,7 @@ ORDER BY l.fulfilment_id, l.position
 
 
 # The same statement as the driver takes it ($1, $2, ...), with its parameters' order.
-_RECOGNISE_FOR_DRIVER = _RECOGNISE.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+_RECOGNISE_FOR_DRIVER = DriverStatement(_RECOGNISE)
 
 
 async def _recognise(
@@ -390,10 +389,7 @@ async def _recognise(
         "SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"
     )
     params = {"fulfilment_ids": list(fulfilment_ids), "now": now}
-    rows = await driver.fetch(
-        _RECOGNISE_FOR_DRIVER.string,
-        *(params[name] for name in _RECOGNISE_FOR_DRIVER.positiontup or ()),
-    )
+    rows = await driver.fetch(_RECOGNISE_FOR_DRIVER.sql, *_RECOGNISE_FOR_DRIVER.args(params))
     recognised = [
         RecognisedLine(
             line_id=row["line_id"],

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, false, func, select, update
+from sqlalchemy import Table, bindparam, exists, false, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -456,9 +456,11 @@ async def _on_dispute(session: AsyncSession, event: Event, now: datetime, enqueu
 
 async def _dispute_closed_before(session: AsyncSession, dispute_id: str) -> bool:
     closed = await session.scalar(
-        select(func.count())
-        .select_from(StripeEvent)
-        .where(StripeEvent.type == "charge.dispute.closed", StripeEvent.object_id == dispute_id)
+        select(
+            exists().where(
+                StripeEvent.type == "charge.dispute.closed", StripeEvent.object_id == dispute_id
+            )
+        )
     )
     return bool(closed)
 
@@ -749,7 +751,7 @@ async def execute_refund(
     order_id = await session.scalar(select(Refund.order_id).where(Refund.id == refund_id))
     if order_id is None:
         raise NotFound("No such refund.")
-    await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
+    await orders.lock_order(session, order_id)
     refund = (
         await session.scalars(
             select(Refund)

@@ -31,10 +31,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db import autocommit_driver
+from services.db import DriverStatement, autocommit_driver
 from services.errors import Conflict, Forbidden, Invalid, NotFound
 from services.orders import service as orders
 from services.orders.models import (
@@ -229,7 +228,7 @@ _RECEIVE = text(
     ":shipment, :now, :keys, :statuses, :raw, :times, :locations, :descriptions)"
 )
 # The same statement as the driver takes it ($1, $2, ...), with its parameters' order.
-_RECEIVE_FOR_DRIVER = _RECEIVE.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+_RECEIVE_FOR_DRIVER = DriverStatement(_RECEIVE)
 _APPLY = text(
     "SELECT new_events, status FROM tracking_apply(:shipment, :source, :kind, "
     ":actor, :now, :keys, :statuses, :raw, :times, :locations, :descriptions)"
@@ -283,10 +282,7 @@ async def receive_pushed(
     """
     params = _receive_params(update, now=now, shipment_id=None)
     async with autocommit_driver(factory) as driver:
-        row = await driver.fetchrow(
-            _RECEIVE_FOR_DRIVER.string,
-            *(params[name] for name in _RECEIVE_FOR_DRIVER.positiontup or ()),
-        )
+        row = await driver.fetchrow(_RECEIVE_FOR_DRIVER.sql, *_RECEIVE_FOR_DRIVER.args(params))
     return _ingested(row["outcome"], row["shipment_id"], row["new_events"], row["status"])
 
 
