@@ -56,13 +56,18 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to bind (default 8000).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    help="API processes, each on its own SO_REUSEPORT socket (default: MARKETPLACE_WORKERS, 1).",
+)
 @click.option("--demo", is_flag=True, help="Load the demo dataset before serving.")
-def serve(host: str | None, port: int | None, demo: bool) -> None:
+def serve(host: str | None, port: int | None, workers: int | None, demo: bool) -> None:
     """Start the API; with no DATABASE_URL, on the embedded PostgreSQL."""
     import uvicorn
 
     from app.logging import configure_logging
-    from app.main import create_app
 
     base = Settings()
     configure_logging(base.log_level)
@@ -74,14 +79,39 @@ def serve(host: str | None, port: int | None, demo: bool) -> None:
         asyncio.run(_migrate(settings.database_url))
         if demo:
             _load_demo(settings)
-        app = create_app(settings)
-        uvicorn.run(
-            app,
-            host=host or settings.host,
-            port=port or settings.port,
-            log_config=None,
-            proxy_headers=True,
-        )
+        host = host or settings.host
+        port = port or settings.port
+        workers = workers or settings.workers
+        if workers > 1:
+            status = _serve_workers(settings.database_url, host, port, workers)
+            if status:
+                sys.exit(status)
+            return
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=True)
+
+
+def _serve_workers(database_url: str, host: str, port: int, workers: int) -> int:
+    """Several API processes under a supervisor; they read their settings from the environment."""
+    import os
+    import tempfile
+
+    from app.serving import Supervisor, Target
+
+    # The workers are new interpreters: they find the (possibly embedded) database here.
+    os.environ["DATABASE_URL"] = database_url
+    with contextlib.ExitStack() as stack:
+        metrics = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics:
+            # Counts left by an earlier run's processes would be added to this one's.
+            for stale in Path(metrics).glob("*.db"):
+                stale.unlink()
+        else:
+            metrics = stack.enter_context(tempfile.TemporaryDirectory(prefix="prometheus-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
+        target = Target("app.main:create_app", factory=True)
+        return Supervisor(target, host, port, workers).run()
 
 
 def _exit_quietly(signum: int, frame: object) -> None:

@@ -167,6 +167,15 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
     host: str = Field(default="127.0.0.1", description="Address `marketplace serve` binds.")
     port: PositiveInt = Field(default=8000, description="Port `marketplace serve` binds.")
+    workers: PositiveInt = Field(
+        default=1,
+        le=64,
+        validation_alias=AliasChoices("MARKETPLACE_WORKERS", "WEB_CONCURRENCY"),
+        description=(
+            "API processes `marketplace serve` runs, each accepting on its own "
+            "SO_REUSEPORT socket (Linux); about one per core."
+        ),
+    )
     run_worker_in_process: bool = Field(
         default=True,
         description=(

@@ -1,4 +1,4 @@
-"""The real API server as a subprocess: uvicorn with N workers on 127.0.0.1."""
+"""The real API server as a subprocess: `marketplace serve` with N workers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -77,21 +77,20 @@ def running_server(
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     else:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # `marketplace serve` as production runs it: with several workers, each binds the
+    # port with SO_REUSEPORT, so the bench's burst of keep-alive connections is spread
+    # over them instead of landing on whichever worker woke first.
     command = [
         sys.executable,
         "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
+        "app.cli",
+        "serve",
         "--workers",
         str(workers),
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
     ]
     log_path = folder / "server.log"
     base_url = f"http://127.0.0.1:{port}"
