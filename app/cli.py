@@ -404,7 +404,10 @@ async def audit_ledger(
 
 def _describe(d: Difference) -> str:
     where = f"fulfilment {d.fulfilment_id}"
-    if d.line_id is not None:
+    if d.fulfilment_id is None:
+        where = f"household {d.party} year {d.year}"
+        where += f" buyer {d.buyer_id}" if d.buyer_id else " (all buyers)"
+    elif d.line_id is not None:
         where += f" line {d.line_id} {d.party_label}"
     return (
         f"{d.problem.value:<20} {where}: expected {d.expected_fen} fen,"

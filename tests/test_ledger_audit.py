@@ -251,6 +251,64 @@ async def test_small_batches_see_every_line_once(trade, session):
     assert run.lines_checked == 2 and run.clean
 
 
+async def test_running_totals_are_the_sums_of_the_entries(trade, session):
+    # Recognitions and refunds before and after recognition: each added to the totals in
+    # the transaction that wrote its entries.
+    sums = (
+        await session.execute(
+            text(
+                "SELECT household_id, year, buyer_id, sum(amount_fen) FROM ledger_entries"
+                " WHERE household_id IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            )
+        )
+    ).all()
+    kept = (
+        await session.execute(
+            text(
+                "SELECT household_id, year, buyer_id, amount_fen FROM ledger_buyer_years"
+                " ORDER BY 1, 2, 3"
+            )
+        )
+    ).all()
+    assert kept == sums and {row[0] for row in kept} == {trade["a"].id, trade["b"].id}
+    per_year = (
+        await session.execute(
+            text("SELECT household_id, year, amount_fen FROM ledger_household_years ORDER BY 1, 2")
+        )
+    ).all()
+    totals: dict[tuple[uuid.UUID, int], int] = {}
+    for household_id, year, _, amount in sums:
+        totals[(household_id, year)] = totals.get((household_id, year), 0) + amount
+    assert [((h, y), amount) for h, y, amount in per_year] == sorted(totals.items())
+
+
+async def test_a_running_total_that_is_not_its_entries_sum_is_reported(trade, session):
+    household = trade["a"].id
+    await session.execute(
+        text(
+            "UPDATE ledger_buyer_years SET amount_fen = amount_fen + 5"
+            " WHERE (household_id, year, buyer_id) = (SELECT household_id, year, buyer_id"
+            " FROM ledger_buyer_years WHERE household_id = :h ORDER BY buyer_id LIMIT 1)"
+        ),
+        {"h": household},
+    )
+    by_buyer, by_year = await audit.audit(session, now=now())
+    assert (by_buyer.problem, by_buyer.party, by_buyer.delta_fen) == (
+        Problem.totals_mismatch,
+        household,
+        5,
+    )
+    assert by_buyer.buyer_id is not None and by_buyer.fulfilment_id is None
+    # The household's year no longer equals its buyers' totals either.
+    assert (by_year.problem, by_year.party, by_year.buyer_id, by_year.delta_fen) == (
+        Problem.totals_mismatch,
+        household,
+        None,
+        -5,
+    )
+    assert by_year.as_dict()["year"] == by_buyer.year
+
+
 @pytest.mark.parametrize(
     "statement",
     [

@@ -16,7 +16,7 @@ from app.api.attribution import policy_from
 from app.cli import _recognise_backlog
 from app.settings import Settings
 from services.households.models import Household
-from services.ledger import audit, flag_rules, flags
+from services.ledger import audit, flag_rules, flags, totals
 from services.ledger import service as ledger
 from services.ledger.flags import FlagPolicy
 from services.ledger.models import (
@@ -446,7 +446,7 @@ async def test_households_are_locked_by_bucket_so_a_large_batch_fits_the_lock_ta
 ) -> None:
     # One advisory lock per household let two backlog batches of thousands of households
     # fill PostgreSQL's shared lock table ("out of shared memory").
-    monkeypatch.setattr(flag_rules, "HOUSEHOLD_LOCK_BUCKETS", 4)
+    monkeypatch.setattr(totals, "HOUSEHOLD_LOCK_BUCKETS", 4)
     coop = await world.cooperative()
     households = [await world.household() for _ in range(12)]
     product = await supplied_product(world, coop, [(h, 500) for h in households])
@@ -457,7 +457,7 @@ async def test_households_are_locked_by_bucket_so_a_large_batch_fits_the_lock_ta
             " AND pid = pg_backend_pid() AND granted"
         )
     )
-    assert held == len(flag_rules.household_lock_buckets(h.id for h in households))
+    assert held == len(totals.household_lock_buckets(h.id for h in households))
     assert 1 <= held <= 4
 
 

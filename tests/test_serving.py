@@ -30,7 +30,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _supervise(port: int, app: str = "tests.pid_app:app", workers: int = 2) -> subprocess.Popen[bytes]:
+def _supervise(
+    port: int, app: str = "tests.pid_app:app", workers: int = 2
+) -> subprocess.Popen[bytes]:
     code = (
         "import sys; from app.serving import Supervisor, Target; "
         f"sys.exit(Supervisor(Target({app!r}), '127.0.0.1', {port}, {workers}).run())"

@@ -28,9 +28,12 @@ from sqlalchemy import (
     BigInteger,
     CompoundSelect,
     Select,
+    Uuid,
+    and_,
     cast,
     exists,
     func,
+    null,
     or_,
     select,
     text,
@@ -39,7 +42,14 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import services.ledger.service as ledger
-from services.ledger.models import EntryKind, LedgerEntry, Payout, Recognition
+from services.ledger.models import (
+    BuyerYear,
+    EntryKind,
+    HouseholdYear,
+    LedgerEntry,
+    Payout,
+    Recognition,
+)
 from services.orders.models import (
     Fulfilment,
     FulfilmentStatus,
@@ -66,6 +76,9 @@ class Problem(enum.StrEnum):
     # order (a payout: or cooperative) than its fulfilment does (no foreign keys on
     # either: migration 0014). Figures: the payout's amount, 0 for a recognition.
     misattributed_fulfilment = "misattributed_fulfilment"
+    # A household's running total for a year and buyer (services.ledger.totals) that is
+    # not the sum of its entries. Figures: the entries' sum (expected), the total (held).
+    totals_mismatch = "totals_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +87,18 @@ class Difference:
 
     Line problems name the line and the party (a household, or None for the
     cooperative). Fulfilment problems (`unrecognised`, `missing_payout`) have no
-    line and no party: their figures are the whole fulfilment's.
+    line and no party: their figures are the whole fulfilment's. A total
+    (`totals_mismatch`) names no fulfilment: its household (party), year and buyer.
     """
 
     problem: Problem
-    fulfilment_id: uuid.UUID
+    fulfilment_id: uuid.UUID | None
     line_id: uuid.UUID | None
     party: uuid.UUID | None
     expected_fen: int
     held_fen: int
+    year: int | None = None
+    buyer_id: uuid.UUID | None = None
 
     @property
     def delta_fen(self) -> int:
@@ -95,15 +111,22 @@ class Difference:
         return "cooperative" if self.party is None else str(self.party)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "problem": self.problem.value,
-            "fulfilment_id": str(self.fulfilment_id),
+            "fulfilment_id": str(self.fulfilment_id) if self.fulfilment_id else None,
             "line_id": str(self.line_id) if self.line_id else None,
             "party": self.party_label,
             "expected_fen": self.expected_fen,
             "held_fen": self.held_fen,
             "delta_fen": self.delta_fen,
         }
+        if self.problem is Problem.totals_mismatch:
+            out |= {
+                "party": str(self.party),
+                "year": self.year,
+                "buyer_id": str(self.buyer_id) if self.buyer_id else None,
+            }
+        return out
 
 
 class LedgerAudit:
@@ -138,6 +161,7 @@ class LedgerAudit:
             self._unrecognised_fulfilments,
             self._missing_payouts,
             self._misattributed_fulfilments,
+            self._totals,
         ):
             async for difference in check():
                 self.counts[difference.problem] += 1
@@ -279,6 +303,87 @@ class LedgerAudit:
             yield Difference(
                 Problem.misattributed_fulfilment, fulfilment_id, None, None, 0, int(amount)
             )
+
+    async def _totals(self) -> AsyncIterator[Difference]:
+        """Running totals against the sums of the entries, per household, year and buyer.
+
+        Only the per-buyer totals are compared with the entries; each household-year
+        total is compared with the sum of its buyers' (a difference there is reported
+        with no buyer). Zero and absent are the same.
+        """
+        async for household_id, year, buyer_id, expected, held in self._stream(_TOTALS):
+            yield Difference(
+                Problem.totals_mismatch,
+                None,
+                None,
+                household_id,
+                int(expected),
+                int(held),
+                year=year,
+                buyer_id=buyer_id,
+            )
+
+
+_SUMS = (
+    select(
+        LedgerEntry.household_id,
+        LedgerEntry.year,
+        LedgerEntry.buyer_id,
+        func.sum(LedgerEntry.amount_fen).label("amount_fen"),
+    )
+    .where(LedgerEntry.household_id.is_not(None))
+    .group_by(LedgerEntry.household_id, LedgerEntry.year, LedgerEntry.buyer_id)
+    .subquery()
+)
+_BY_BUYER = (
+    select(
+        func.coalesce(_SUMS.c.household_id, BuyerYear.household_id),
+        func.coalesce(_SUMS.c.year, BuyerYear.year),
+        func.coalesce(_SUMS.c.buyer_id, BuyerYear.buyer_id),
+        func.coalesce(_SUMS.c.amount_fen, 0),
+        func.coalesce(BuyerYear.amount_fen, 0),
+    )
+    .select_from(_SUMS)
+    .join(
+        BuyerYear,
+        and_(
+            BuyerYear.household_id == _SUMS.c.household_id,
+            BuyerYear.year == _SUMS.c.year,
+            BuyerYear.buyer_id == _SUMS.c.buyer_id,
+        ),
+        full=True,
+    )
+    .where(func.coalesce(_SUMS.c.amount_fen, 0) != func.coalesce(BuyerYear.amount_fen, 0))
+)
+_BUYERS = (
+    select(
+        BuyerYear.household_id,
+        BuyerYear.year,
+        func.sum(BuyerYear.amount_fen).label("amount_fen"),
+    )
+    .group_by(BuyerYear.household_id, BuyerYear.year)
+    .subquery()
+)
+_BY_YEAR = (
+    select(
+        func.coalesce(_BUYERS.c.household_id, HouseholdYear.household_id),
+        func.coalesce(_BUYERS.c.year, HouseholdYear.year),
+        null().cast(Uuid),
+        func.coalesce(_BUYERS.c.amount_fen, 0),
+        func.coalesce(HouseholdYear.amount_fen, 0),
+    )
+    .select_from(_BUYERS)
+    .join(
+        HouseholdYear,
+        and_(
+            HouseholdYear.household_id == _BUYERS.c.household_id,
+            HouseholdYear.year == _BUYERS.c.year,
+        ),
+        full=True,
+    )
+    .where(func.coalesce(_BUYERS.c.amount_fen, 0) != func.coalesce(HouseholdYear.amount_fen, 0))
+)
+_TOTALS = _BY_BUYER.union_all(_BY_YEAR).order_by(text("1, 2, 3"))
 
 
 # Plain rows, not entities: nothing accumulates in the session, nothing read is stale.

@@ -12,20 +12,20 @@ import re
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import Integer
 
 from services import phones
 from services.db import driver_connection
 from services.households.models import Household
 from services.ledger import service as ledger
+from services.ledger import totals
 from services.ledger.flags import FlagPolicy, among, current_policy
 from services.ledger.models import (
     AttributionFlag,
@@ -52,7 +52,7 @@ async def review(session: AsyncSession, recognised: list[RecognisedLine], now: d
     policy = current_policy()
     await _write(session, await _self_dealing(session, supplied))
     households = sorted({h for r in supplied for h in r.households})
-    await _lock_households(session, households)
+    await totals.lock_households(session, households)
     await _dominant_buyer(session, supplied, policy)
     await _pre_assessment_spike(session, supplied, policy)
 
@@ -371,76 +371,40 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
     return out
 
 
-# Households are locked by bucket: a backlog batch touches thousands of households, and
-# one advisory lock each filled PostgreSQL's shared lock table (max_locks_per_transaction
-# x max_connections: 6,400 slots by default) with two batches at once. A bucket stands for
-# 1/1,024 of the households; two single deliveries rarely share one.
-HOUSEHOLD_LOCK_BUCKETS = 1_024
-_HOUSEHOLD_LOCK_SPACE = 0x4C454447  # the advisory lock's first key: "LEDG"
-
-
-def household_lock_buckets(households: Iterable[uuid.UUID]) -> list[int]:
-    return sorted({h.int % HOUSEHOLD_LOCK_BUCKETS for h in households})
-
-
-async def _lock_households(session: AsyncSession, households: Sequence[uuid.UUID]) -> None:
-    """Serialise the anomaly rules per household, so that concurrent recognitions see each
-    other's entries (each reads after the other commits). Keys in ascending order: no deadlock.
-    """
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, k) FROM unnest(:keys) AS k").bindparams(
-            bindparam("space", _HOUSEHOLD_LOCK_SPACE),
-            bindparam("keys", household_lock_buckets(households), type_=ARRAY(Integer())),
-        )
-    )
-
-
 async def _dominant_buyer(
     session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
 ) -> None:
-    """One buyer gives more than the share of a household's year (once the year is large)."""
-    touched = {(h, r.year) for r in lines for h in r.households}
-    e = LedgerEntry
-    per_buyer = (
-        select(e.household_id, e.year, e.buyer_id, func.sum(e.amount_fen).label("part"))
-        .where(
-            among(e.household_id, {h for h, _ in touched}), among(e.year, {y for _, y in touched})
-        )
-        .group_by(e.household_id, e.year, e.buyer_id)
-        .subquery()
+    """One buyer gives more than the share of a household's year (once the year is large).
+
+    Reads the running totals (`services.ledger.totals`): per touched household and year,
+    one row and the few buyers above the share, whatever the size of the ledger.
+    """
+    touched = sorted({(h, r.year) for r in lines for h in r.households})
+    rows = await _fetch(
+        session,
+        _DOMINANT,
+        [h for h, _ in touched],
+        [y for _, y in touched],
+        policy.dominant_buyer_min_fen,
+        policy.dominant_buyer_bp,
     )
-    total = func.sum(per_buyer.c.part).over(
-        partition_by=(per_buyer.c.household_id, per_buyer.c.year)
-    )
-    shares = select(per_buyer, total.label("total")).subquery()
-    rows = (
-        await session.execute(
-            select(shares, Household.county_code)
-            .join(Household, Household.id == shares.c.household_id)
-            .where(
-                shares.c.total >= policy.dominant_buyer_min_fen,
-                shares.c.part * 10_000 > shares.c.total * policy.dominant_buyer_bp,
-            )
-        )
-    ).all()
     drafts = [
         _Draft(
             FlagRule.dominant_buyer,
-            _dominant_key(row.household_id, row.buyer_id, row.year),
-            row.county_code,
-            row.year,
+            _dominant_key(row["household_id"], row["buyer_id"], row["year"]),
+            row["county_code"],
+            row["year"],
             {
-                "buyer_fen": int(row.part),
-                "household_year_fen": int(row.total),
-                "share_bp": int(row.part * 10_000 // row.total),
+                "buyer_fen": row["part"],
+                "household_year_fen": row["total"],
+                "share_bp": row["part"] * 10_000 // row["total"],
                 "threshold_bp": policy.dominant_buyer_bp,
                 "min_fen": policy.dominant_buyer_min_fen,
             },
-            buyer_id=row.buyer_id,
-            household_id=row.household_id,
+            buyer_id=row["buyer_id"],
+            household_id=row["household_id"],
         )
         for row in rows
-        if (row.household_id, row.year) in touched
     ]
     _, created = await _write(session, drafts)
     # A flag raised now holds every line of its buyer that year; one raised before takes
@@ -452,6 +416,25 @@ async def _dominant_buyer(
         [(r.line_id, h, r.buyer_id, r.year) for r in lines for h in r.households],
         created,
     )
+
+
+# The bound in the lateral query is the share rounded down, as bigint, so that the index on
+# (household_id, year, amount_fen) ranges over the buyers above it; the outer condition is
+# the exact one, in integers.
+_DOMINANT = """
+SELECT t.household_id, t.year, t.amount_fen AS total, h.county_code, b.buyer_id,
+       b.amount_fen AS part
+FROM unnest($1::uuid[], $2::smallint[]) AS k(household_id, year)
+JOIN ledger_household_years t ON t.household_id = k.household_id AND t.year = k.year
+JOIN households h ON h.id = t.household_id
+JOIN LATERAL (
+    SELECT b.buyer_id, b.amount_fen FROM ledger_buyer_years b
+    WHERE b.household_id = t.household_id AND b.year = t.year
+      AND b.amount_fen > floor(t.amount_fen::numeric * $4 / 10000)::bigint
+) b ON true
+WHERE t.amount_fen >= $3 AND b.amount_fen * 10000 > t.amount_fen * $4
+ORDER BY t.household_id, t.year, b.buyer_id
+"""
 
 
 def _dominant_key(household_id: uuid.UUID, buyer_id: uuid.UUID, year: int) -> str:

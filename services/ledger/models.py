@@ -175,6 +175,40 @@ class PayoutState(enum.StrEnum):
     failed = "failed"
 
 
+class HouseholdYear(Base):
+    """What the ledger holds for one household in one assessment year: the sum of its entries.
+
+    Kept beside the ledger (`services.ledger.totals`) in the transaction that writes the
+    entries, so that a rule about a household's year reads one row, not every entry.
+    """
+
+    __tablename__ = "ledger_household_years"
+
+    household_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    year: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+
+
+class BuyerYear(Base):
+    """What one buyer's purchases brought one household in one year: the sum of those entries."""
+
+    __tablename__ = "ledger_buyer_years"
+    __table_args__ = (
+        # The largest buyers of a household's year first: the dominant-buyer rule.
+        Index(
+            "ix_ledger_buyer_years_household_id_year_amount_fen",
+            "household_id",
+            "year",
+            "amount_fen",
+        ),
+    )
+
+    household_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    year: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    buyer_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+
+
 class Payout(UUIDPrimaryKey, Timestamps, Base):
     """What the platform owes a cooperative for one recognised fulfilment."""
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services import money
 from services.db import DriverStatement, driver_connection
 from services.errors import NotFound
+from services.ledger import totals
 from services.ledger.models import EntryKind, LedgerEntry, Recognition
 from services.orders.models import (
     Fulfilment,
@@ -409,6 +410,14 @@ async def _recognise(
         )
         for row in rows
     ]
+    await totals.add(
+        session,
+        totals.additions(
+            (household, line.year, line.buyer_id, line.parts[household])
+            for line in recognised
+            for household in line.households
+        ),
+    )
     for follower in _followers:
         await follower(session, recognised, now)
     return len(recognised)
@@ -498,6 +507,8 @@ async def resync_order(
             refund_id=refund_id,
         )
     await _insert(session, rows)
+    # In ENTRY_COLUMNS order: household 7, year 11, buyer 6, amount 9.
+    await totals.add(session, totals.additions((r[7], r[11], r[6], r[9]) for r in rows))
     return len(rows)
 
 
