@@ -379,7 +379,8 @@ async def _dominant_buyer(
     Reads the running totals (`services.ledger.totals`): per touched household and year,
     one row and the few buyers above the share, whatever the size of the ledger.
     """
-    touched = sorted({(h, r.year) for r in lines for h in r.households})
+    # (No order needed: the statement sorts its answer; UUIDs compare slowly in Python.)
+    touched = list({(h, r.year) for r in lines for h in r.households})
     rows = await _fetch(
         session,
         _DOMINANT,
@@ -449,7 +450,7 @@ async def _pre_assessment_spike(
     session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
 ) -> None:
     """A household's income in the weeks before the assessment date jumps against its year."""
-    windows = {r.year: policy.window(r.year) for r in lines}
+    windows = {year: policy.window(year) for year in {r.year for r in lines}}
     late = [r for r in lines if windows[r.year][0] <= r.effective_at < windows[r.year][1]]
     touched = {(h, r.year) for r in late for h in r.households}
     if not touched:

@@ -92,10 +92,9 @@ async def add(session: AsyncSession, added: Additions) -> None:
     if not added:
         return
     await lock_households(session, {h for h, _, _ in added})
-    keys = sorted(added, key=lambda k: (k[0], k[1], k[2]))
-    households = [k[0] for k in keys]
-    years = [k[1] for k in keys]
-    amounts = [added[k] for k in keys]
+    # The statements sort the keys themselves (lock order); UUIDs sort slowly in Python.
+    households, years, buyers = (list(column) for column in zip(*added, strict=True))
+    amounts = list(added.values())
     driver = await driver_connection(session)
-    await driver.execute(_ADD_BUYER_YEARS, households, years, [k[2] for k in keys], amounts)
+    await driver.execute(_ADD_BUYER_YEARS, households, years, buyers, amounts)
     await driver.execute(_ADD_HOUSEHOLD_YEARS, households, years, amounts)
