@@ -332,6 +332,8 @@ async def reserve(
                     Product.stock >= quantity,
                 )
                 .values(stock=Product.stock - quantity, reserved=Product.reserved + quantity)
+                # Nothing in the session to bring up to date: skip the ORM's evaluation.
+                .execution_options(synchronize_session=False)
                 .returning(
                     Product.cooperative_id,
                     Product.county_code,

@@ -118,7 +118,16 @@ async def complete(
     status: int,
     body: dict[str, Any],
     now: datetime,
+    resource_id: uuid.UUID | None = None,
 ) -> None:
+    """Keep the first answer; with `resource_id`, attach it in the same statement."""
+    values: dict[str, Any] = {
+        "response_status": status,
+        "response_body": body,
+        "completed_at": now,
+    }
+    if resource_id is not None:
+        values["resource_id"] = resource_id
     await session.execute(
         update(IdempotencyKey)
         .where(
@@ -126,7 +135,7 @@ async def complete(
             IdempotencyKey.key == key,
             IdempotencyKey.response_status.is_(None),
         )
-        .values(response_status=status, response_body=body, completed_at=now)
+        .values(values)
     )
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import enum
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Column, Table, inspect
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
 from services.catalog import service as catalog
+from services.db import Base, driver_connection
 from services.errors import Invalid, NotFound
 from services.orders.models import (
     DeliveryType,
@@ -22,6 +28,7 @@ from services.orders.models import (
     OrderLine,
     OrderStatus,
     PaymentMethod,
+    PaymentStatus,
 )
 from services.orders.service import OrderView
 from services.payments.models import Payment, PaymentState, Provider
@@ -122,6 +129,13 @@ async def place_order(
         delivery_address=cart.delivery.address,
         pickup_site_id=cart.delivery.site_id,
         reserved_until=now + reservation if stripe else None,
+        payment_status=PaymentStatus.unpaid,
+        paid_fen=0,
+        refunded_fen=0,
+        settlement_hold=False,
+        paid_at=None,
+        cancelled_at=None,
+        cancel_reason=None,
         created_at=now,
         updated_at=now,
     )
@@ -139,6 +153,8 @@ async def place_order(
                 county_code=product.county_code,
                 items_fen=0,
                 status=FulfilmentStatus.awaiting_payment if stripe else FulfilmentStatus.ready,
+                delivered_at=None,
+                recognised_at=None,
                 created_at=now,
                 updated_at=now,
             )
@@ -169,6 +185,8 @@ async def place_order(
                     for s in snapshot.shares
                 ],
                 shares_at=now,
+                refunded_quantity=0,
+                refunded_fen=0,
             )
         )
         items[product.cooperative_id] += gross
@@ -177,31 +195,106 @@ async def place_order(
     order.items_fen = sum(line.gross_fen for line in lines)
     order.fee_fen = sum(line.fee_fen for line in lines)
     order.total_fen = order.items_fen
-    # No ORM relationships tie these tables, so flush in foreign-key order by hand.
-    session.add(order)
-    await session.flush()
-    session.add_all(fulfilments.values())
-    await session.flush()
-    session.add_all(lines)
     payment = Payment(
         id=uuid.uuid4(),
         order_id=order.id,
         provider=Provider.stripe if stripe else Provider.cash,
+        provider_payment_id=None,
         state=PaymentState.pending,
         amount_fen=order.total_fen,
         currency=currency,
         failures=0,
+        last_failure=None,
+        succeeded_at=None,
+        created_at=now,
+        updated_at=now,
     )
-    session.add(payment)
-    session.add(
-        OrderEvent(
-            order_id=order.id,
-            from_status=None,
-            to_status=order.status.value,
-            reason="checkout",
-            actor_id=buyer.id,
-            at=now,
-        )
+    event = OrderEvent(
+        order_id=order.id,
+        from_status=None,
+        to_status=order.status.value,
+        reason="checkout",
+        actor_id=buyer.id,
+        at=now,
     )
-    await session.flush()
+    await _insert_all(session, order, list(fulfilments.values()), lines, payment, event)
     return OrderView(order, list(fulfilments.values()), lines, payment)
+
+
+async def _insert_all(
+    session: AsyncSession,
+    order: Order,
+    fulfilments: list[Fulfilment],
+    lines: list[OrderLine],
+    payment: Payment,
+    event: OrderEvent,
+) -> None:
+    """The whole order in one statement: each table's rows a data-modifying CTE.
+
+    Foreign keys are checked at the end of the statement, when every row is there,
+    so parents and children go in together. The objects stay out of the session:
+    they are complete as built (every column set) and nothing flushes them again.
+    A unit-of-work flush per table (the ORM cannot order tables that no
+    relationship() ties) cost three round trips and much of checkout's Python; the
+    statement text never changes, so the driver prepares it once per connection.
+    """
+    groups: list[list[Any]] = [[order], fulfilments, lines, [payment], [event]]
+    args = [
+        [_bindable(entity.__dict__[key]) for entity in entities]
+        for (_, keys), entities in zip(_ORDER_TABLES, groups, strict=True)
+        for key in keys
+    ]
+    await (await driver_connection(session)).execute(_INSERT_ORDER, *args)
+
+
+def _bindable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)  # into text[], cast to jsonb there
+    return value
+
+
+def _insertable(model: type[Base]) -> tuple[Table, list[str]]:
+    """A table and the attributes of the columns checkout writes: all but a serial id."""
+    table = cast(Table, model.__table__)
+    mapper = inspect(model)
+    return table, [
+        mapper.get_property_by_column(c).key
+        for c in table.columns
+        if not (c.primary_key and c.autoincrement is True)
+    ]
+
+
+def _columns(table: Table, keys: list[str], model: type[Base]) -> list[Column[Any]]:
+    mapper = inspect(model)
+    return [mapper.columns[key] for key in keys]
+
+
+_MODELS: tuple[type[Base], ...] = (Order, Fulfilment, OrderLine, Payment, OrderEvent)
+_ORDER_TABLES = [_insertable(m) for m in _MODELS]
+
+
+def _insert_order_sql() -> str:
+    """WITH t0 AS (INSERT INTO orders (...) SELECT ... FROM unnest($1::uuid[], ...)), ...:
+    one array parameter per column of each table, jsonb passed as text."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    ctes: list[str] = []
+    number = 0
+    for index, ((table, keys), model) in enumerate(zip(_ORDER_TABLES, _MODELS, strict=True)):
+        columns = _columns(table, keys, model)
+        arrays, picks = [], []
+        for column in columns:
+            number += 1
+            jsonb = isinstance(column.type, JSONB)
+            kind = "text" if jsonb else column.type.compile(dialect=dialect)
+            arrays.append(f"${number}::{kind}[]")
+            picks.append(f"u.{column.name}::jsonb" if jsonb else f"u.{column.name}")
+        names = ", ".join(c.name for c in columns)
+        # Names and types from our own table metadata; every value is a parameter.
+        insert = f"INSERT INTO {table.name} ({names}) SELECT {', '.join(picks)}"
+        ctes.append(f"t{index} AS ({insert} FROM unnest({', '.join(arrays)}) AS u({names}))")
+    return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
+
+
+_INSERT_ORDER = _insert_order_sql()

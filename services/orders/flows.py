@@ -71,13 +71,20 @@ async def checkout(
                 session, buyer, cart, fees=fees, now=now, reservation=reservation
             )
             order = placed.order
-            await idempotency.attach(session, owner_id=buyer.id, key=key, resource_id=order.id)
             if order.payment_method is PaymentMethod.cod:
                 body = render(placed, None)
                 await idempotency.complete(
-                    session, owner_id=buyer.id, key=key, status=201, body=body, now=now
+                    session,
+                    owner_id=buyer.id,
+                    key=key,
+                    status=201,
+                    body=body,
+                    now=now,
+                    resource_id=order.id,
                 )
                 return Answer(201, body, replayed=False)
+            # Stripe is asked outside this transaction: a retry finds the order by the key.
+            await idempotency.attach(session, owner_id=buyer.id, key=key, resource_id=order.id)
             order_id = order.id
         else:
             # The first request with this key made the order but never heard from
