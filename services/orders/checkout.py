@@ -241,8 +241,8 @@ async def _insert_all(
     groups: list[list[Any]] = [[order], fulfilments, lines, [payment], [event]]
     args = [
         [_bindable(entity.__dict__[key]) for entity in entities]
-        for (_, keys), entities in zip(_ORDER_TABLES, groups, strict=True)
-        for key in keys
+        for (_, columns), entities in zip(_ORDER_TABLES, groups, strict=True)
+        for key, _ in columns
     ]
     await (await driver_connection(session)).execute(_INSERT_ORDER, *args)
 
@@ -255,24 +255,18 @@ def _bindable(value: Any) -> Any:
     return value
 
 
-def _insertable(model: type[Base]) -> tuple[Table, list[str]]:
-    """A table and the attributes of the columns checkout writes: all but a serial id."""
+def _insertable(model: type[Base]) -> tuple[Table, list[tuple[str, Column[Any]]]]:
+    """A table, and (attribute, column) of each column checkout writes: all but a serial id."""
     table = cast(Table, model.__table__)
     mapper = inspect(model)
     return table, [
-        mapper.get_property_by_column(c).key
+        (mapper.get_property_by_column(c).key, c)
         for c in table.columns
         if not (c.primary_key and c.autoincrement is True)
     ]
 
 
-def _columns(table: Table, keys: list[str], model: type[Base]) -> list[Column[Any]]:
-    mapper = inspect(model)
-    return [mapper.columns[key] for key in keys]
-
-
-_MODELS: tuple[type[Base], ...] = (Order, Fulfilment, OrderLine, Payment, OrderEvent)
-_ORDER_TABLES = [_insertable(m) for m in _MODELS]
+_ORDER_TABLES = [_insertable(m) for m in (Order, Fulfilment, OrderLine, Payment, OrderEvent)]
 
 
 def _insert_order_sql() -> str:
@@ -281,8 +275,8 @@ def _insert_order_sql() -> str:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     ctes: list[str] = []
     number = 0
-    for index, ((table, keys), model) in enumerate(zip(_ORDER_TABLES, _MODELS, strict=True)):
-        columns = _columns(table, keys, model)
+    for index, (table, pairs) in enumerate(_ORDER_TABLES):
+        columns = [column for _, column in pairs]
         arrays, picks = [], []
         for column in columns:
             number += 1
