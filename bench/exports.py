@@ -724,13 +724,13 @@ def _cmdline(pid: int) -> list[str]:
 
 
 def server_processes(port: int) -> dict[int, str]:
-    """The uvicorn process serving `port` and its descendants, each with its role."""
+    """The `marketplace serve` process on `port` and its descendants, each with its role."""
     pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
     root = next(
         (
             pid
             for pid in pids
-            if "app.main:create_app" in (line := _cmdline(pid))
+            if "serve" in (line := _cmdline(pid))
             and "--port" in line
             and line[line.index("--port") + 1 : line.index("--port") + 2] == [str(port)]
         ),
@@ -738,7 +738,7 @@ def server_processes(port: int) -> dict[int, str]:
     )
     if root is None:
         raise RuntimeError(f"no server process listens on port {port}")
-    found = {root: "uvicorn"}
+    found = {root: "server"}
     grew = True
     while grew:
         grew = False

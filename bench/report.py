@@ -187,7 +187,8 @@ def _setup(report: dict[str, Any]) -> list[str]:
         + (f", {d['shipments']:,} shipped parcels" if d.get("shipments") else "")
         + f", loaded in {d.get('load_s', '?')} s "
         f"(seed {c['seed']})",
-        f"- **Server**: uvicorn, {c['workers']} worker processes, {pool}, logs at WARNING",
+        f"- **Server**: `marketplace serve`, {c['workers']} uvicorn worker processes on"
+        f" SO_REUSEPORT sockets, {pool}, logs at WARNING",
         f"- **Load generator**: one process on the same machine, `{engine}` HTTP/1.1 client, "
         "one keep-alive connection per client",
         f"- **Each figure**: {c['duration_s']:g} s per scenario and client count after a "

@@ -146,7 +146,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="MARKETPLACE_RUN_WORKER_IN_PROCESS=false (default: the in-process job worker runs)",
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="uvicorn worker processes (one per core)"
+        "--workers",
+        type=int,
+        default=2,
+        help="API worker processes of `marketplace serve` (one per core)",
     )
     parser.add_argument(
         "--catalogue-cache-seconds",
