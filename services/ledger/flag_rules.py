@@ -25,7 +25,6 @@ from services import phones
 from services.db import driver_connection
 from services.households.models import Household
 from services.ledger import service as ledger
-from services.ledger import totals
 from services.ledger.flags import FlagPolicy, among, current_policy
 from services.ledger.models import (
     AttributionFlag,
@@ -51,8 +50,8 @@ async def review(session: AsyncSession, recognised: list[RecognisedLine], now: d
         return
     policy = current_policy()
     await _write(session, await _self_dealing(session, supplied))
-    households = sorted({h for r in supplied for h in r.households})
-    await totals.lock_households(session, households)
+    # The anomaly rules need their households serialised: the recognition holds those
+    # locks already, taken when it added the lines to the running totals (totals.add).
     await _dominant_buyer(session, supplied, policy)
     await _pre_assessment_spike(session, supplied, policy)
 
