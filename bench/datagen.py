@@ -408,6 +408,7 @@ def products(
             "CNY",
             stock,
             sold,
+            sold,  # ranked as the periodic pass would have
             [f"https://img.example.invalid/products/{serial + 1}.jpg"],
             place.code,
             status,
@@ -433,6 +434,7 @@ PRODUCT_COLUMNS = (
     "currency",
     "stock",
     "sold_count",
+    "ranked_sold_count",
     "image_urls",
     "origin_village_code",
     "status",

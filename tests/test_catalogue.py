@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
+from services.catalog import ranking
 from services.catalog import service as catalog
 from services.catalog.models import ProductStatus
 from services.cooperatives import service as cooperatives
@@ -129,16 +130,52 @@ async def test_combined_region_certified_and_price(client, shelf, world):
     assert found == [shelf["honey"]]
 
 
-async def test_sorts(client, shelf, session):
+async def sell(session, product_id: str, sold: int) -> None:
     await session.execute(
-        text("UPDATE products SET sold_count = 50 WHERE id = :id"), {"id": shelf["tea"]}
+        text("UPDATE products SET sold_count = :sold WHERE id = :id"),
+        {"id": product_id, "sold": sold},
     )
+
+
+async def test_sorts(client, shelf, session):
+    await sell(session, shelf["tea"], 50)
+    await ranking.rank_best_selling(session)
     by_price = await ids(client, sort="price_asc")
     assert by_price == [shelf[k] for k in ("eggs", "honey", "tea", "chicken")]
     assert await ids(client, sort="price_desc") == list(reversed(by_price))
     assert (await ids(client, sort="best_selling"))[0] == shelf["tea"]
     newest = await ids(client, sort="newest")
     assert set(newest) == set(by_price)
+
+
+async def test_best_selling_order_moves_with_the_ranking_pass_not_with_each_sale(
+    client, shelf, session
+):
+    await sell(session, shelf["tea"], 50)
+    assert await ranking.rank_best_selling(session) == 1
+    await sell(session, shelf["honey"], 80)
+    response = await client.get("/v1/products", params={"sort": "best_selling"})
+    items = response.json()["items"]
+    assert items[0]["id"] == shelf["tea"]
+    # The count shown is always the live one; only the order waits for the pass.
+    assert next(i["sold_count"] for i in items if i["id"] == shelf["honey"]) == 80
+
+    assert await ranking.rank_best_selling(session) == 1
+    assert (await ids(client, sort="best_selling"))[:2] == [shelf["honey"], shelf["tea"]]
+    assert await ranking.rank_best_selling(session) == 0
+
+
+async def test_ranking_pass_works_in_batches_and_reaches_every_product(client, world, session):
+    coop = await world.cooperative()
+    made = [(await world.product(coop, title=f"板栗 {i}")).id for i in range(7)]
+    for sold, product_id in enumerate(made, start=1):
+        await sell(session, str(product_id), sold * 10)
+    assert await ranking.rank_best_selling(session, batch=3) == 3
+    assert await ranking.rank_best_selling(session, batch=3) == 3
+    assert await ranking.rank_best_selling(session, batch=3) == 1
+    assert await ranking.rank_best_selling(session, batch=3) == 0
+    ranked = await ids(client, sort="best_selling", limit=7)
+    assert ranked == [str(p) for p in reversed(made)]
 
 
 @pytest.mark.parametrize("sort", ["newest", "price_asc", "price_desc", "best_selling"])

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from app.main import create_app
+from services.catalog import ranking
 from services.catalog.models import Product
 from services.db import create_engine, session_factory
 from services.jobs.service import enqueue
@@ -350,3 +351,42 @@ async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(li
     answer = await webhook
     assert answer.status_code == 200, answer.text
     assert answer.json()["outcome"] == "settlement-held"
+
+
+async def test_ranking_passes_at_once_share_the_work_and_skip_rows_an_order_holds(live):
+    factory = live["factory"]
+
+    async def rank(session: Any, batch: int = ranking.RANK_BATCH) -> int:
+        # A pass that waited for a lock would fail here instead of hanging the test.
+        await session.execute(text("SET LOCAL lock_timeout = '5s'"))
+        return await ranking.rank_best_selling(session, batch=batch)
+
+    async with factory() as session, session.begin():
+        while await rank(session):
+            pass  # what the module's other tests sold
+    products = [await new_product(live, stock=10) for _ in range(5)]
+    async with factory() as session, session.begin():
+        for sold, product in enumerate(products, start=1):
+            await session.execute(
+                text("UPDATE products SET sold_count = :sold WHERE id = :id"),
+                {"sold": sold, "id": product.id},
+            )
+    held = products[0]
+    async with factory() as order, order.begin():
+        # An order's transaction holds one product's row, as checkout does.
+        await order.execute(select(Product.id).where(Product.id == held.id).with_for_update())
+        async with factory() as first, first.begin(), factory() as second, second.begin():
+            assert await rank(first, batch=2) == 2
+            assert await rank(second) == 2
+    async with factory() as session, session.begin():
+        assert await rank(session) == 1
+        ranked = dict(
+            (
+                await session.execute(
+                    select(Product.id, Product.ranked_sold_count).where(
+                        Product.id.in_([p.id for p in products])
+                    )
+                )
+            ).all()
+        )
+    assert ranked == {p.id: sold for sold, p in enumerate(products, start=1)}

@@ -116,6 +116,36 @@ async def test_payment_succeeded_confirms_the_order_and_sells_the_stock(api, use
     assert (chicken.stock, chicken.reserved, chicken.sold_count) == (8, 0, 2)
 
 
+async def products_updates(session) -> tuple[int, int]:
+    """Updates of products rows in this transaction so far: all of them, and the HOT ones."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT pg_stat_get_xact_tuples_updated('products'::regclass) AS updated,"
+                " pg_stat_get_xact_tuples_hot_updated('products'::regclass) AS hot"
+            )
+        )
+    ).one()
+    return row.updated, row.hot
+
+
+async def test_reserving_and_selling_stock_touch_no_index_of_products(api, users, shelf, session):
+    """Checkout and payment update the products rows in place (HOT): no index entries.
+
+    Every order updates its products rows twice; while an index covered a column
+    those updates change, each of them wrote a new entry into every products index.
+    """
+    updated_before, hot_before = await products_updates(session)
+    _, order = await place(api, users, shelf)
+    response = await deliver(
+        api, intent_event("payment_intent.succeeded", order, status="succeeded")
+    )
+    assert response.json()["outcome"] == "order-confirmed"
+    updated, hot = await products_updates(session)
+    assert updated - updated_before == 4  # two products, reserved then sold
+    assert hot - hot_before == 4
+
+
 async def test_payment_takes_the_share_snapshot_in_force_when_it_is_paid(
     api, users, shelf, session, world
 ):

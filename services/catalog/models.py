@@ -64,7 +64,7 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
         ),
         Index(
             "ix_products_active_best_selling",
-            text("sold_count DESC"),
+            text("ranked_sold_count DESC"),
             text("id DESC"),
             postgresql_where=LISTED,
         ),
@@ -73,6 +73,9 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
             "origin_village_code",
             postgresql_where=LISTED,
         ),
+        # Room on each page for the new version of a row that a sale or a
+        # reservation updates, so that the update is HOT (no index entries).
+        {"postgresql_with": {"fillfactor": 80}},
     )
 
     cooperative_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("cooperatives.id"))
@@ -90,7 +93,14 @@ class Product(UUIDPrimaryKey, Timestamps, Base):
         server_default="0",
         comment="Held by orders not yet paid or collected; returns to stock if they fail.",
     )
+    # Changed by every sale, so no index may cover it: the sale's update stays HOT.
     sold_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    ranked_sold_count: Mapped[int] = mapped_column(
+        BigInteger,
+        default=0,
+        server_default="0",
+        comment="sold_count as of the last ranking pass; the best-selling sort reads it.",
+    )
     image_urls: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
     origin_village_code: Mapped[str] = mapped_column(CHAR(12), ForeignKey("regions.code"))
     status: Mapped[ProductStatus] = mapped_column(

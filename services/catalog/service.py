@@ -486,7 +486,8 @@ _SORT_KEYS = {
     Sort.newest: (Product.created_at, True),
     Sort.price_asc: (Product.price_fen, False),
     Sort.price_desc: (Product.price_fen, True),
-    Sort.best_selling: (Product.sold_count, True),
+    # Refreshed by services.catalog.ranking, not by each sale (see there).
+    Sort.best_selling: (Product.ranked_sold_count, True),
 }
 
 

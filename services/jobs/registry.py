@@ -95,6 +95,7 @@ def load_handlers() -> JobRegistry:
     those, so each area that adds handlers adds its module here.
     """
     # Imported here, not at the top: those modules import `registry` from this one.
+    import services.catalog.ranking
     import services.exports.jobs
     import services.jobs.tasks
     import services.ledger.jobs
