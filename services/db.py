@@ -81,10 +81,22 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
 
 
 async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under a session, inside its transaction: for COPY, and for
-    bulk reads that SQLAlchemy's result processing would slow down."""
+    """The asyncpg connection under a session, inside its transaction: for COPY, for
+    bulk reads that SQLAlchemy's result processing would slow down, and for hot
+    statements written as fixed SQL.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN only before the first statement it runs
+    itself. A statement sent straight to the driver before that would run outside the
+    session's transaction, committed at once whatever happens after; so BEGIN is
+    sent here first when it has not been yet.
+    """
     connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
+    pooled = await connection.get_raw_connection()
+    adapted: Any = pooled.dbapi_connection
+    if connection.in_transaction() and getattr(adapted, "_transaction", False) is None:
+        # The adapter's own way to begin (private, hence the guard above).
+        await adapted._start_transaction()
+    return pooled.driver_connection
 
 
 @asynccontextmanager

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db import autocommit_driver, create_engine, session_factory
+from services.db import autocommit_driver, create_engine, driver_connection, session_factory
 
 
 @pytest.fixture
@@ -44,3 +46,21 @@ async def test_a_lost_connection_is_not_lent_again(one_connection) -> None:
             await driver.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     async with autocommit_driver(one_connection) as driver:
         assert await driver.fetchval("SELECT pg_backend_pid()") != backend
+
+
+async def test_a_driver_statement_first_in_a_session_joins_its_transaction(one_connection) -> None:
+    """Sent before any statement of SQLAlchemy's, it must still roll back with the session."""
+
+    class Abandon(Exception):
+        pass
+
+    name = f"driver_first_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(Abandon):
+        async with one_connection() as session, session.begin():
+            driver = await driver_connection(session)
+            assert driver.is_in_transaction()
+            await driver.execute(f"CREATE TABLE {name} (id int)")
+            raise Abandon
+    async with one_connection() as session:
+        found = await session.scalar(text("SELECT to_regclass(:name)"), {"name": name})
+    assert found is None

@@ -6,15 +6,15 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Select, and_, func, literal_column, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.catalog.models import Product, ProductStatus, ShareEntry, ShareSet
 from services.cooperatives.models import Cooperative, CooperativeStatus
 from services.cooperatives.service import current_member_ids, get_cooperative
+from services.db import driver_connection
 from services.errors import Conflict, Invalid, NotFound
 from services.pagination import Page, decode_cursor, keyset_page, page_of
 from services.regions.codes import Level, code_range
@@ -320,53 +320,41 @@ async def reserve(
     holding the same products cannot deadlock. A shortfall raises, and the
     caller's transaction rolls back what was already taken.
     """
+    driver = await driver_connection(session)
     taken: dict[uuid.UUID, Reserved] = {}
     for index, (product_id, quantity) in sorted(enumerate(wanted), key=lambda x: str(x[1][0])):
-        row = (
-            await session.execute(
-                update(Product)
-                .where(
-                    Product.id == product_id,
-                    Product.status == ProductStatus.active,
-                    Product.cooperative_active,
-                    Product.stock >= quantity,
-                )
-                .values(stock=Product.stock - quantity, reserved=Product.reserved + quantity)
-                # Nothing in the session to bring up to date: skip the ORM's evaluation.
-                .execution_options(synchronize_session=False)
-                .returning(
-                    Product.cooperative_id,
-                    Product.county_code,
-                    Product.title,
-                    Product.unit,
-                    Product.price_fen,
-                    Product.currency,
-                    Product.certificate_number,
-                    Product.certificate_valid_until,
-                    Product.stock,
-                )
-            )
-        ).one_or_none()
+        row = await driver.fetchrow(_RESERVE, product_id, quantity)
         if row is None:
             await _explain_shortfall(session, product_id, quantity, index)
-        assert row is not None
-        certified = _in_force(row.certificate_number, row.certificate_valid_until, today)
+        certified = _in_force(row["certificate_number"], row["certificate_valid_until"], today)
         taken[product_id] = Reserved(
             product_id,
-            row.cooperative_id,
-            row.county_code,
-            row.title,
-            row.unit,
-            row.price_fen,
-            row.currency,
+            row["cooperative_id"],
+            row["county_code"],
+            row["title"],
+            row["unit"],
+            row["price_fen"],
+            row["currency"],
             certified,
         )
     return taken
 
 
+# Checkout's hot statements, as fixed SQL on the driver: the text never changes, so
+# asyncpg prepares each once per connection, and no statement is built per call (the
+# ORM's construction and compilation cost more than PostgreSQL's work here).
+_RESERVE = """
+UPDATE products
+   SET stock = stock - $2, reserved = reserved + $2, updated_at = now()
+ WHERE id = $1 AND status = 'active' AND cooperative_active AND stock >= $2
+RETURNING cooperative_id, county_code, title, unit, price_fen, currency,
+          certificate_number, certificate_valid_until
+"""
+
+
 async def _explain_shortfall(
     session: AsyncSession, product_id: uuid.UUID, quantity: int, index: int
-) -> None:
+) -> NoReturn:
     product = await session.get(Product, product_id)
     if (
         product is None
@@ -407,26 +395,7 @@ async def shares_in_force(
     session: AsyncSession, product_ids: list[uuid.UUID], at: datetime
 ) -> dict[uuid.UUID, ShareSnapshot]:
     """The share set in force at `at` for each product, with its entries, in one query."""
-    latest = (
-        select(ShareSet.id, ShareSet.product_id, ShareSet.effective_from)
-        .where(ShareSet.product_id.in_(product_ids), ShareSet.effective_from <= at)
-        .order_by(ShareSet.product_id, ShareSet.effective_from.desc(), ShareSet.id.desc())
-        .ext(distinct_on(ShareSet.product_id))
-        .subquery()
-    )
-    rows = (
-        await session.execute(
-            select(
-                latest.c.id,
-                latest.c.product_id,
-                latest.c.effective_from,
-                ShareEntry.household_id,
-                ShareEntry.basis_points,
-            )
-            .select_from(latest.outerjoin(ShareEntry, ShareEntry.set_id == latest.c.id))
-            .order_by(latest.c.product_id, ShareEntry.household_id)
-        )
-    ).all()
+    rows = await (await driver_connection(session)).fetch(_SHARES_IN_FORCE, product_ids, at)
     found: dict[uuid.UUID, ShareSnapshot] = {p: ShareSnapshot(None, None, []) for p in product_ids}
     for set_id, product_id, effective_from, household_id, basis_points in rows:
         snapshot = found[product_id]
@@ -436,6 +405,18 @@ async def shares_in_force(
             snapshot.shares.append(Share(household_id, basis_points))
     return found
 
+
+_SHARES_IN_FORCE = """
+SELECT latest.id, latest.product_id, latest.effective_from, e.household_id, e.basis_points
+  FROM (
+    SELECT DISTINCT ON (s.product_id) s.id, s.product_id, s.effective_from
+      FROM supply_share_sets s
+     WHERE s.product_id = ANY($1::uuid[]) AND s.effective_from <= $2
+     ORDER BY s.product_id, s.effective_from DESC, s.id DESC
+  ) latest
+  LEFT JOIN supply_share_entries e ON e.set_id = latest.id
+ ORDER BY latest.product_id, e.household_id
+"""
 
 # --- the public catalogue -------------------------------------------------
 

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.db import driver_connection
 from services.errors import Conflict
 from services.idempotency.models import IdempotencyKey
 
@@ -57,26 +57,9 @@ async def claim(
     now: datetime,
 ) -> Claim:
     # One statement: insert the key, or take over a row whose 24 hours are past.
-    stmt = insert(IdempotencyKey).values(
-        owner_id=owner_id, key=key, scope=scope, request_hash=digest, created_at=now
+    inserted = await (await driver_connection(session)).fetchval(
+        _CLAIM, owner_id, key, scope, digest, now, now - RETENTION
     )
-    inserted = (
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[IdempotencyKey.owner_id, IdempotencyKey.key],
-                set_={
-                    "scope": stmt.excluded.scope,
-                    "request_hash": stmt.excluded.request_hash,
-                    "created_at": stmt.excluded.created_at,
-                    "resource_id": None,
-                    "response_status": None,
-                    "response_body": None,
-                    "completed_at": None,
-                },
-                where=IdempotencyKey.created_at < now - RETENTION,
-            ).returning(IdempotencyKey.key)
-        )
-    ).first()
     if inserted is not None:
         return Claim(new=True)
     row = (
@@ -121,22 +104,29 @@ async def complete(
     resource_id: uuid.UUID | None = None,
 ) -> None:
     """Keep the first answer; with `resource_id`, attach it in the same statement."""
-    values: dict[str, Any] = {
-        "response_status": status,
-        "response_body": body,
-        "completed_at": now,
-    }
-    if resource_id is not None:
-        values["resource_id"] = resource_id
-    await session.execute(
-        update(IdempotencyKey)
-        .where(
-            IdempotencyKey.owner_id == owner_id,
-            IdempotencyKey.key == key,
-            IdempotencyKey.response_status.is_(None),
-        )
-        .values(values)
+    await (await driver_connection(session)).execute(
+        _COMPLETE, owner_id, key, status, json.dumps(body, ensure_ascii=False), now, resource_id
     )
+
+
+# Fixed SQL on the driver: every checkout runs both, and building them per call
+# with the ORM cost more Python than the rest of the claim.
+_CLAIM = """
+INSERT INTO idempotency_keys AS k (owner_id, key, scope, request_hash, created_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (owner_id, key) DO UPDATE
+   SET scope = excluded.scope, request_hash = excluded.request_hash,
+       created_at = excluded.created_at, resource_id = NULL, response_status = NULL,
+       response_body = NULL, completed_at = NULL
+ WHERE k.created_at < $6
+RETURNING k.key
+"""
+_COMPLETE = """
+UPDATE idempotency_keys
+   SET response_status = $3, response_body = $4::jsonb, completed_at = $5,
+       resource_id = coalesce($6, resource_id)
+ WHERE owner_id = $1 AND key = $2 AND response_status IS NULL
+"""
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime) -> int:
