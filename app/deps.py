@@ -14,11 +14,13 @@ from app.settings import Settings
 from services.errors import DomainError, Unauthenticated
 from services.users import access
 from services.users.models import Role, User
-from services.users.service import get_active_user
-from services.users.tokens import read_token
+from services.users.service import get_active_user, read_active_user
+from services.users.tokens import TokenClaims, read_token
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async, though it awaits nothing: FastAPI runs a plain `def` dependency in its
+    # thread pool, a thread hop on every request for a lookup.
     settings: Settings = request.app.state.settings
     return settings
 
@@ -60,12 +62,19 @@ async def current_user(
 async def _authenticate(
     session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
 ) -> User:
+    claims = _claims(settings, credentials)
+    return _known(await get_active_user(session, claims.user_id))
+
+
+def _claims(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> TokenClaims:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated(
             "Send an access token as `Authorization: Bearer <token>`.", reason="unauthenticated"
         )
-    claims = read_token(credentials.credentials, secret=settings.signing_secret)
-    user = await get_active_user(session, claims.user_id)
+    return read_token(credentials.credentials, secret=settings.signing_secret)
+
+
+def _known(user: User | None) -> User:
     if user is None:
         raise Unauthenticated(
             "The account of this token no longer exists or is disabled.", reason="token-invalid"
@@ -95,15 +104,14 @@ async def detached_user(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The caller, read in a session closed at once.
+    """The caller, read by one statement outside any transaction.
 
     For routes that run their own transactions around a call to Stripe: no
     connection stays checked out (idle in transaction) while Stripe answers.
     """
-    async with request.app.state.sessionmaker() as session:
-        user = await _authenticate(session, settings, credentials)
-        session.expunge(user)
-    return user
+    claims = _claims(settings, credentials)
+    user = await read_active_user(request.app.state.sessionmaker, claims.user_id)
+    return _known(user)
 
 
 def require_detached(*roles: Role) -> Callable[..., Coroutine[Any, Any, User]]:

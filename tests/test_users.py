@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy import inspect
 
 from services.errors import Forbidden
 from services.users import access
-from services.users.models import Role
+from services.users.models import Role, User
+from services.users.service import read_active_user
 
 
 def staff(role: str, **extra):
@@ -118,3 +120,21 @@ async def test_admin_acts_everywhere(users):
     access.ensure_county(admin, "110101000000")
     access.ensure_cooperative(admin, uuid.uuid4())
     access.ensure_site(admin, uuid.uuid4())
+
+
+async def test_a_user_read_outside_a_transaction_comes_back_detached_and_whole(
+    users, sessionmaker, session
+):
+    manager = await users.make(Role.manager)
+    read = await read_active_user(sessionmaker, manager.id)
+    assert read is not None and inspect(read).detached
+    # Every column was loaded: reading them needs no session.
+    assert {c.key: getattr(read, c.key) for c in inspect(User).column_attrs} == {
+        c.key: getattr(manager, c.key) for c in inspect(User).column_attrs
+    }
+    assert read.role is Role.manager
+
+    manager.is_active = False
+    await session.flush()
+    assert await read_active_user(sessionmaker, manager.id) is None
+    assert await read_active_user(sessionmaker, uuid.uuid4()) is None

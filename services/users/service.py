@@ -8,8 +8,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import make_transient_to_detached
 
+from services.db import autocommit_driver
 from services.errors import Conflict, Invalid, NotFound, TooManyAttempts, Unauthenticated
 from services.users.models import STAFF_ROLES, LoginFailure, Role, User
 from services.users.passwords import hash_password, verify_password
@@ -131,6 +133,30 @@ async def get_active_user(session: AsyncSession, user_id: uuid.UUID) -> User | N
     if user is None or not user.is_active:
         return None
     return user
+
+
+async def read_active_user(
+    factory: async_sessionmaker[AsyncSession], user_id: uuid.UUID
+) -> User | None:
+    """An active user read outside any transaction, detached, as if loaded and expunged.
+
+    For routes that authenticate before opening their own transactions: one
+    statement that commits by itself, where a session would add BEGIN and ROLLBACK
+    round trips. Every column is loaded, so the detached user never needs a session.
+    """
+    async with autocommit_driver(factory) as driver:
+        row = await driver.fetchrow(_ACTIVE_USER, user_id)
+    if row is None:
+        return None
+    user = User(role=Role(row["role"]), **{key: row[key] for key in _PLAIN_USER_COLUMNS})
+    make_transient_to_detached(user)
+    return user
+
+
+_PLAIN_USER_COLUMNS = tuple(c.name for c in User.__table__.columns if c.name != "role")
+_ACTIVE_USER = (
+    f"SELECT role, {', '.join(_PLAIN_USER_COLUMNS)} FROM users WHERE id = $1 AND is_active"  # noqa: S608 (names from our own metadata)
+)
 
 
 async def authenticate(
