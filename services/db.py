@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import asyncpg
 from sqlalchemy import DateTime, Enum, MetaData, TextClause, func
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -95,8 +96,24 @@ async def driver_connection(session: AsyncSession) -> Any:
     adapted: Any = pooled.dbapi_connection
     if connection.in_transaction() and getattr(adapted, "_transaction", False) is None:
         # The adapter's own way to begin (private, hence the guard above).
-        await adapted._start_transaction()
+        try:
+            await adapted._start_transaction()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise _wrapped(connection.dialect, exc, "BEGIN") from exc
     return pooled.driver_connection
+
+
+def _wrapped(dialect: Dialect, exc: Any, statement: str | None) -> Exception:
+    """A driver error met outside SQLAlchemy's own execution, wrapped as SQLAlchemy wraps
+    the errors of the statements it runs, so that callers handle one kind of error."""
+    return DBAPIError.instance(
+        statement,
+        None,
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=dialect.is_disconnect(exc, None, None),
+        dialect=dialect,
+    )
 
 
 @asynccontextmanager
@@ -114,7 +131,11 @@ async def autocommit_driver(factory: async_sessionmaker[AsyncSession]) -> AsyncI
         async with transaction(factory) as session:
             yield await driver_connection(session)
         return
-    pooled = await bind.raw_connection()
+    try:
+        # Unlike a Connection, the raw pool checkout does not wrap a failure to connect.
+        pooled = await bind.raw_connection()
+    except bind.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(bind.dialect, exc, None) from exc
     driver: Any = pooled.driver_connection
     try:
         yield driver
