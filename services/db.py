@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import asyncpg
 from sqlalchemy import DateTime, Enum, MetaData, TextClause, func
@@ -103,7 +103,7 @@ async def driver_connection(session: AsyncSession) -> Any:
     return pooled.driver_connection
 
 
-def _wrapped(dialect: Dialect, exc: Any, statement: str | None) -> Exception:
+def _wrapped(dialect: Dialect, exc: Exception, statement: str | None) -> Exception:
     """A driver error met outside SQLAlchemy's own execution, wrapped as SQLAlchemy wraps
     the errors of the statements it runs, so that callers handle one kind of error."""
     return DBAPIError.instance(
@@ -111,7 +111,7 @@ def _wrapped(dialect: Dialect, exc: Any, statement: str | None) -> Exception:
         None,
         exc,
         dialect.loaded_dbapi.Error,
-        connection_invalidated=dialect.is_disconnect(exc, None, None),
+        connection_invalidated=dialect.is_disconnect(cast(Any, exc), None, None),
         dialect=dialect,
     )
 
