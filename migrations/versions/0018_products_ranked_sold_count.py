@@ -38,26 +38,23 @@ def upgrade() -> None:
             comment="sold_count as of the last ranking pass; the best-selling sort reads it.",
         ),
     )
-    op.drop_index("ix_products_active_best_selling", table_name="products")
-    op.create_index(
-        "ix_products_active_best_selling",
-        "products",
-        [sa.literal_column("ranked_sold_count DESC"), sa.literal_column("id DESC")],
-        unique=False,
-        postgresql_where=LISTED,
-    )
+    _best_selling_index_on("ranked_sold_count")
     # Pages written from now on keep a fifth free for updated row versions.
     op.execute("ALTER TABLE products SET (fillfactor = 80)")
 
 
 def downgrade() -> None:
     op.execute("ALTER TABLE products RESET (fillfactor)")
+    _best_selling_index_on("sold_count")
+    op.drop_column("products", "ranked_sold_count")
+
+
+def _best_selling_index_on(column: str) -> None:
     op.drop_index("ix_products_active_best_selling", table_name="products")
     op.create_index(
         "ix_products_active_best_selling",
         "products",
-        [sa.literal_column("sold_count DESC"), sa.literal_column("id DESC")],
+        [sa.literal_column(f"{column} DESC"), sa.literal_column("id DESC")],
         unique=False,
         postgresql_where=LISTED,
     )
-    op.drop_column("products", "ranked_sold_count")
