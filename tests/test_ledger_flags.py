@@ -625,3 +625,38 @@ async def test_backlog_workers_recognise_every_fulfilment_once(live) -> None:
         held = await session.scalar(select(func.sum(LedgerEntry.amount_fen)))
         assert held == sum(ledger.net_after(x.gross_fen, x.fee_fen, x.refunded_fen) for x in lines)
         assert await audit.audit(session, now=datetime.now(UTC)) == []
+
+
+async def test_the_dominant_buyer_query_probes_each_households_top_buyers_in_any_plan(
+    session,
+) -> None:
+    """The rule runs as a prepared statement, batch after batch; after a few runs PostgreSQL
+    may keep one generic plan for it. That plan must still probe the buyers' totals by
+    household and year (and amount, once they are large): probed by household alone, it read
+    every buyer of every year of every touched household, hundreds of thousands of rows a
+    backlog batch."""
+    await session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+    await session.execute(
+        text(f"PREPARE dominant(uuid[], smallint[], bigint, numeric) AS {flag_rules._DOMINANT}")
+    )
+    try:
+        households = ",".join(str(uuid.uuid4()) for _ in range(3))
+        plan = (
+            await session.execute(
+                text(
+                    "EXPLAIN (FORMAT JSON) EXECUTE dominant("
+                    f"'{{{households}}}', '{{2025,2025,2026}}', 100000, 5000)"
+                )
+            )
+        ).scalar_one()
+    finally:
+        await session.execute(text("DEALLOCATE dominant"))
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    [scan] = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name") == "ledger_buyer_years"]
+    condition = scan.get("Index Cond", "")
+    assert "household_id = t.household_id" in condition and "year = t.year" in condition

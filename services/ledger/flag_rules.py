@@ -420,7 +420,10 @@ async def _dominant_buyer(
 
 # The bound in the lateral query is the share rounded down, as bigint, so that the index on
 # (household_id, year, amount_fen) ranges over the buyers above it; the outer condition is
-# the exact one, in integers.
+# the exact one, in integers. OFFSET 0 keeps the lateral query whole: pulled up into the
+# join, the generic plan that a prepared statement settles on after a few runs probed the
+# index by household alone and filtered all of its buyers, hundreds of thousands of rows a
+# batch once the year is well under way.
 _DOMINANT = """
 SELECT t.household_id, t.year, t.amount_fen AS total, h.county_code, b.buyer_id,
        b.amount_fen AS part
@@ -431,6 +434,7 @@ JOIN LATERAL (
     SELECT b.buyer_id, b.amount_fen FROM ledger_buyer_years b
     WHERE b.household_id = t.household_id AND b.year = t.year
       AND b.amount_fen > floor(t.amount_fen::numeric * $4 / 10000)::bigint
+    OFFSET 0
 ) b ON true
 WHERE t.amount_fen >= $3 AND b.amount_fen * 10000 > t.amount_fen * $4
 ORDER BY t.household_id, t.year, b.buyer_id
