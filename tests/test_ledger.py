@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from services import money
+from services.ledger import flag_rules
 from services.ledger import service as ledger
 from services.ledger.models import EntryKind, LedgerEntry, Recognition
 from services.orders.models import OrderLine
@@ -310,6 +311,40 @@ async def test_the_backlog_sweep_recognises_each_fulfilment_once(client, users, 
     for order in orders:
         assert await recognise(session, order) == 0
         assert sum(e.amount_fen for e in await entries(session, order["id"])) == 2_375
+
+
+async def test_purchases_are_reviewed_before_the_households_are_locked(
+    client, users, world, session
+) -> None:
+    """A backlog batch locks nearly every household bucket until it commits, and a second
+    batch waits for them: the self-dealing rules need no lock, so they run before."""
+    coop = await world.cooperative()
+    product = await supplied_product(world, coop, [(await world.household(), 5_000)])
+    order = await delivered_cod_order(client, users, [(product, 1)])
+    held: dict[str, int] = {}
+
+    def probe(name: str) -> ledger.Follower:
+        async def follower(session_, recognised, now) -> None:
+            held[name] = await session_.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND pid = pg_backend_pid()"
+                )
+            )
+
+        return follower
+
+    before, after = probe("before"), probe("after")
+    ledger.on_recognised_unlocked(before)
+    ledger.on_recognised(after)
+    try:
+        assert await recognise(session, order) == 1
+    finally:
+        ledger._unlocked_followers.remove(before)
+        ledger._followers.remove(after)
+    assert held == {"before": 0, "after": 1}
+    assert flag_rules.review_purchases in ledger._unlocked_followers
+    assert flag_rules.review_anomalies in ledger._followers
 
 
 async def test_the_ledger_refuses_updates_and_deletes(client, users, world, session) -> None:

@@ -42,16 +42,39 @@ Pair = tuple[uuid.UUID, uuid.UUID]  # (line_id, household_id)
 # --- the rules ------------------------------------------------------------------------------
 
 
-@ledger.on_recognised
 async def review(session: AsyncSession, recognised: list[RecognisedLine], now: datetime) -> None:
-    """Flag what the lines just recognised reveal; only households' parts can be held back."""
+    """Flag what the lines just recognised reveal; only households' parts can be held back.
+
+    A recognition runs the two halves apart, as its followers; this runs both.
+    """
+    await review_purchases(session, recognised, now)
+    await review_anomalies(session, recognised, now)
+
+
+@ledger.on_recognised_unlocked
+async def review_purchases(
+    session: AsyncSession, recognised: list[RecognisedLine], now: datetime
+) -> None:
+    """Who bought (rules supplier_household and cooperative_insider).
+
+    Each purchase is judged on its own, against the file cards and the cooperatives'
+    insiders; no running total is read, so this runs before the households' locks.
+    """
+    if supplied := [r for r in recognised if r.households]:
+        await _write(session, await _self_dealing(session, supplied))
+
+
+@ledger.on_recognised
+async def review_anomalies(
+    session: AsyncSession, recognised: list[RecognisedLine], now: datetime
+) -> None:
+    """How much came in (rules dominant_buyer and pre_assessment_spike)."""
     supplied = [r for r in recognised if r.households]
     if not supplied:
         return
     policy = current_policy()
-    await _write(session, await _self_dealing(session, supplied))
-    # The anomaly rules need their households serialised: the recognition holds those
-    # locks already, taken when it added the lines to the running totals (totals.add).
+    # These rules need their households serialised: the recognition holds those locks
+    # already, taken when it added the lines to the running totals (totals.add).
     await _dominant_buyer(session, supplied, policy)
     await _pre_assessment_spike(session, supplied, policy)
 
@@ -72,6 +95,7 @@ class _Draft:
 
 # Pure functions of a string, memoised: every batch meets the same households, managers and
 # buyers' addresses again, and NFKC with a Unicode regex costs more than the rest of a rule.
+@functools.lru_cache(maxsize=1 << 16)
 @functools.lru_cache(maxsize=1 << 16)
 def norm_phone(phone: str | None) -> str | None:
     """The last 11 digits (a mainland mobile without +86); None when too short to compare."""
@@ -328,6 +352,9 @@ class _Insiders:
         return hits, (members[0] if members else None)
 
 
+# Every batch of a backlog reads the same members again: one _Insider each, made once.
+_member = functools.lru_cache(maxsize=1 << 17)(_Insider)
+
 _MANAGER_PHONES = """
 SELECT cooperative_id, phone FROM users
 WHERE role = 'manager' AND cooperative_id = ANY($1) AND phone IS NOT NULL
@@ -362,10 +389,10 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
     for cooperative_id, household_id, left_on, phone, address in await _fetch(
         session, _MEMBERS, ids
     ):
-        by_phone(cooperative_id, phone, _Insider("member_phone", household_id, left_on))
+        by_phone(cooperative_id, phone, _member("member_phone", household_id, left_on))
         if normal := norm_text(address):
             out.by_address[(cooperative_id, normal)].append(
-                _Insider("member_address", household_id, left_on)
+                _member("member_address", household_id, left_on)
             )
     return out
 

@@ -1,6 +1,6 @@
 """Self-dealing and anomalies (DESIGN rule 6): income held back from assessment until ruled.
 
-`flag_rules.review` follows every recognition, in its transaction, and runs four
+`flag_rules` follows every recognition, in its transaction, with four
 rules over all the lines recognised there. A flag holds back households' parts of
 lines (`attribution_flag_lines`); an entry of the ledger is counted in assessment
 unless a flag that is open or excluded holds its line and household: `counted()`.

@@ -148,11 +148,26 @@ class RecognisedLine:
 # does not depend on them and they all commit, or fail, together.
 Follower = Callable[[AsyncSession, list[RecognisedLine], datetime], Awaitable[None]]
 _followers: list[Follower] = []
+_unlocked_followers: list[Follower] = []
 
 
 def on_recognised(follower: Follower) -> Follower:
+    """Run `follower` after the lines were added to the households' running totals, under
+    the households' locks (services.ledger.totals), which last until the commit."""
     if follower not in _followers:
         _followers.append(follower)
+    return follower
+
+
+def on_recognised_unlocked(follower: Follower) -> Follower:
+    """Run `follower` before the households' totals and locks: for work that reads neither.
+
+    A backlog batch locks nearly every household bucket, so a concurrent batch waits
+    from the moment it needs them to this one's commit; what runs before the locks
+    overlaps with the other batch instead.
+    """
+    if follower not in _unlocked_followers:
+        _unlocked_followers.append(follower)
     return follower
 
 
@@ -410,6 +425,8 @@ async def _recognise(
         )
         for row in rows
     ]
+    for follower in _unlocked_followers:
+        await follower(session, recognised, now)
     await totals.add(
         session,
         totals.additions(

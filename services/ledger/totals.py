@@ -10,7 +10,7 @@ adds them here in its transaction, under the households' locks, and
 
 The locks are advisory, by bucket of households, taken in ascending order, and held
 to the end of the transaction: they order the additions here and the flag rules that
-read them (`flag_rules.review`) between concurrent recognitions and refunds.
+read them (`flag_rules.review_anomalies`) between concurrent recognitions and refunds.
 """
 
 from __future__ import annotations
