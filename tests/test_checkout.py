@@ -262,6 +262,30 @@ async def test_stripe_checkout_answers_a_client_secret_and_holds_stock(
     assert again.json() == order
 
 
+async def test_a_stripe_checkout_answers_the_order_as_it_is_stored(
+    stripe_client, users, shelf, fake_stripe
+):
+    """The answer is built from the order as placed, not read back: it must still be the
+    order that the database holds, both fulfilments and their lines included."""
+    buyer = await users.make(Role.buyer)
+    response = await stripe_client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 2), (shelf["tea"], 1), method="stripe"),
+    )
+    assert response.status_code == 201, response.text
+    answered = response.json()
+    assert answered.pop("client_secret").startswith("pi_")
+    stored = await stripe_client.get(f"/v1/orders/{answered['id']}", headers=users.auth(buyer))
+    assert stored.status_code == 200, stored.text
+
+    def by_fulfilment(order: dict[str, Any]) -> dict[str, Any]:
+        return order | {"fulfilments": sorted(order["fulfilments"], key=lambda f: f["id"])}
+
+    assert len(answered["fulfilments"]) == 2
+    assert by_fulfilment(answered) == by_fulfilment(stored.json())
+
+
 async def test_stripe_down_keeps_the_order_and_a_retry_completes_it(
     stripe_client, users, shelf, session, fake_stripe
 ):

@@ -59,6 +59,7 @@ async def checkout(
             field="payment_method",
             reason="stripe-not-configured",
         )
+    placed: orders.OrderView | None = None
     async with sessionmaker() as session, session.begin():
         claim = await idempotency.claim(
             session, owner_id=buyer.id, key=key, scope="checkout", digest=digest, now=now
@@ -93,7 +94,7 @@ async def checkout(
             order_id = claim.resource_id
     assert gateway is not None
     return await _attach_intent(
-        sessionmaker, gateway, buyer, order_id, key=key, now=now, render=render
+        sessionmaker, gateway, buyer, order_id, key=key, now=now, render=render, placed=placed
     )
 
 
@@ -106,10 +107,17 @@ async def _attach_intent(
     key: str,
     now: datetime,
     render: Render,
+    placed: orders.OrderView | None,
 ) -> Answer:
-    async with sessionmaker() as session:
-        order = await session.get(Order, order_id)
-        assert order is not None
+    """Get the order's PaymentIntent from Stripe and record it; `placed` is the order as
+    this request placed it (None when carrying on from an earlier request)."""
+    if placed is not None:
+        order = placed.order
+    else:
+        async with sessionmaker() as session:
+            found = await session.get(Order, order_id)
+            assert found is not None
+            order = found
     try:
         intent = await payments.request_intent(gateway, order)
     except ProviderError as exc:
@@ -129,14 +137,20 @@ async def _attach_intent(
         ) from exc
     async with sessionmaker() as session, session.begin():
         order = await orders.lock_order(session, order_id)
-        await payments.record_intent(session, order_id, intent)
+        payment = await payments.record_intent(session, order_id, intent)
         if order.status is not OrderStatus.awaiting_payment:
             raise Conflict(
                 f"This order is {order.status.value} already.",
                 reason="order-not-payable",
                 order_id=str(order_id),
             )
-        body = render(await orders.view(session, order), intent.client_secret)
+        if placed is not None:
+            # Until it is paid or cancelled, an order's fulfilments and lines stay as they
+            # were placed (and this transaction holds its lock): no need to read them again.
+            shown = orders.OrderView(order, placed.fulfilments, placed.lines, payment)
+        else:
+            shown = await orders.view(session, order)
+        body = render(shown, intent.client_secret)
         await idempotency.complete(
             session, owner_id=buyer.id, key=key, status=201, body=body, now=now
         )
