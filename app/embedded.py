@@ -24,9 +24,28 @@ DATABASE = "marketplace"
 MB = 1 << 20
 
 
-def physical_memory() -> int:
-    """Bytes of memory of this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+# Where Linux states the memory limit of this process's control group (v2, then v1).
+CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+
+
+def physical_memory(limits: tuple[Path, ...] = CGROUP_LIMITS) -> int:
+    """Bytes of memory this process may use: the machine's, or its container's limit.
+
+    In a container the machine's memory is the host's; shared buffers sized from it
+    could exceed the container's limit, and PostgreSQL would not start.
+    """
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in limits:
+        try:
+            text = limit.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) means no limit; v1 says so with a huge number
+            memory = min(memory, int(text))
+    return memory
 
 
 def server_settings(memory: int) -> dict[str, str]:

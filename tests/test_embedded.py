@@ -24,6 +24,14 @@ def test_shared_buffers_take_a_quarter_of_memory_within_bounds() -> None:
     assert server_settings(256 * MB)["effective_cache_size"] == "128MB"
 
 
+def test_a_containers_memory_limit_bounds_the_memory_counted(tmp_path: Path) -> None:
+    unlimited, limited, missing = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    unlimited.write_text("max\n")
+    limited.write_text(f"{GB}\n")
+    assert physical_memory((missing, unlimited)) == physical_memory(())
+    assert physical_memory((unlimited, limited)) == min(GB, physical_memory(()))
+
+
 def _query(url: str, sql: str, *args: str) -> object:
     parsed = make_url(url)
 

@@ -96,7 +96,6 @@ class _Draft:
 # Pure functions of a string, memoised: every batch meets the same households, managers and
 # buyers' addresses again, and NFKC with a Unicode regex costs more than the rest of a rule.
 @functools.lru_cache(maxsize=1 << 16)
-@functools.lru_cache(maxsize=1 << 16)
 def norm_phone(phone: str | None) -> str | None:
     """The last 11 digits (a mainland mobile without +86); None when too short to compare."""
     numbers = phones.digits(phone)
