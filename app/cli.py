@@ -244,7 +244,10 @@ def create_admin(email: str, password: str) -> None:
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=10_000,
+    # Each batch reads its cooperatives' members and insiders again, whatever its size:
+    # 20,000 against 10,000 measured 9% more lines/s and a fifth less CPU, at about 350
+    # MB of memory instead of 260.
+    default=20_000,
     show_default=True,
     help="Fulfilments recognised per transaction.",
 )

@@ -48,7 +48,7 @@ GROUPS = ("ledger",)
 TARGET_LINES_PER_S = 20_000
 DEFAULT_LINES = 1_000_000
 # `ledger-recognise --batch-size` the benchmark passes unless told otherwise.
-DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 20_000
 # One household in this many shares its phone with a buyer account, and one order in
 # this many is that buyer's purchase of the household's own product.
 PLANTED_HOUSEHOLD_EVERY = 250

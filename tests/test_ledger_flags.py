@@ -589,7 +589,7 @@ async def test_concurrent_recognitions_see_each_others_income(live) -> None:
 
 
 async def test_a_batch_may_raise_more_flags_than_one_statement_carries(session) -> None:
-    """A backlog batch of 10,000 fulfilments can raise thousands of flags: more rows than
+    """A backlog batch of 20,000 fulfilments can raise thousands of flags: more rows than
     one multi-row INSERT of eleven columns may bind (PostgreSQL's limit is 32,767)."""
     drafts = [
         flag_rules._Draft(
