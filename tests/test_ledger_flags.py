@@ -507,8 +507,10 @@ async def test_recognising_or_reviewing_again_raises_no_second_flag(
     lines_before = await session.scalar(select(func.count()).select_from(FlagLine))
 
     assert await recognise(session, order) == 0
-    await flag_rules.review(session, await replay(session, order), datetime.now(UTC))
-    await flag_rules.review(session, await replay(session, order), datetime.now(UTC))
+    for _ in range(2):
+        lines, now = await replay(session, order), datetime.now(UTC)
+        await flag_rules.review_purchases(session, lines, now)
+        await flag_rules.review_anomalies(session, lines, now)
     after = await all_flags(session)
     assert len(after) == len(before)
     assert await session.scalar(select(func.count()).select_from(FlagLine)) == lines_before

@@ -42,15 +42,8 @@ Pair = tuple[uuid.UUID, uuid.UUID]  # (line_id, household_id)
 # --- the rules ------------------------------------------------------------------------------
 
 
-async def review(session: AsyncSession, recognised: list[RecognisedLine], now: datetime) -> None:
-    """Flag what the lines just recognised reveal; only households' parts can be held back.
-
-    A recognition runs the two halves apart, as its followers; this runs both.
-    """
-    await review_purchases(session, recognised, now)
-    await review_anomalies(session, recognised, now)
-
-
+# Two followers of every recognition flag what its lines reveal; only households' parts
+# can be held back.
 @ledger.on_recognised_unlocked
 async def review_purchases(
     session: AsyncSession, recognised: list[RecognisedLine], now: datetime

@@ -154,9 +154,7 @@ _unlocked_followers: list[Follower] = []
 def on_recognised(follower: Follower) -> Follower:
     """Run `follower` after the lines were added to the households' running totals, under
     the households' locks (services.ledger.totals), which last until the commit."""
-    if follower not in _followers:
-        _followers.append(follower)
-    return follower
+    return _register(_followers, follower)
 
 
 def on_recognised_unlocked(follower: Follower) -> Follower:
@@ -166,8 +164,12 @@ def on_recognised_unlocked(follower: Follower) -> Follower:
     from the moment it needs them to this one's commit; what runs before the locks
     overlaps with the other batch instead.
     """
-    if follower not in _unlocked_followers:
-        _unlocked_followers.append(follower)
+    return _register(_unlocked_followers, follower)
+
+
+def _register(followers: list[Follower], follower: Follower) -> Follower:
+    if follower not in followers:  # registering again changes nothing
+        followers.append(follower)
     return follower
 
 
