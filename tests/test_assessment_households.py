@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import select
 
 from services.households.service import GUARANTEES
+from services.ledger import flags
+from services.ledger.flags import FlagPolicy
 from services.ledger.models import AttributionFlag
 from services.users.models import Role
 from tests.assessment_helpers import (
@@ -209,6 +211,25 @@ async def test_a_self_dealing_purchase_does_not_count_until_ruled(
     row = await row_of(client, users, household)
     assert (row["ledger_income_fen"], row["ledger_left_out_fen"]) == (19_000, 0)
     assert row["exit_eligible"] is True
+
+
+async def test_income_whose_flag_its_rule_withdrew_counts(client, users, world, session) -> None:
+    await set_thresholds(client, users, line=100)
+    coop = await world.cooperative()
+    household = await world.household(size=1)
+    await guarantee(client, users, household)
+    eggs = await supplied_product(world, coop, [(household, 10_000)], price_fen=20_000)
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    try:
+        # The first buyer is all of the year so far; a second buyer brings it to half.
+        await recognise(session, await delivered_cod_order(client, users, [(eggs, 1)]))
+        row = await row_of(client, users, household)
+        assert (row["ledger_income_fen"], row["ledger_left_out_fen"]) == (0, 19_000)
+        await recognise(session, await delivered_cod_order(client, users, [(eggs, 1)]))
+        row = await row_of(client, users, household)
+        assert (row["ledger_income_fen"], row["ledger_left_out_fen"]) == (38_000, 0)
+    finally:
+        flags.use_policy(FlagPolicy())
 
 
 async def test_monitoring_flags_a_low_income_and_a_sharp_drop(client, users, world) -> None:

@@ -262,6 +262,95 @@ async def test_buyers_giving_no_more_than_the_share_are_not_flagged(
     assert await all_flags(session) == []
 
 
+async def history(session: Any, flag: AttributionFlag) -> list[tuple[str, uuid.UUID | None]]:
+    rows = await session.execute(
+        select(Ruling.ruling, Ruling.officer_id)
+        .where(Ruling.flag_id == flag.id)
+        .order_by(Ruling.id)
+    )
+    return [(ruling.value, officer) for ruling, officer in rows.all()]
+
+
+async def test_a_dominant_buyers_flag_is_withdrawn_when_the_share_falls_and_opened_when_it_rises(
+    client, users, world, session
+) -> None:
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    coop = await world.cooperative()
+    a = await world.household(head="孙丽")
+    product = await supplied_product(world, coop, [(a, 10_000)])
+    x, y = await users.make(Role.buyer), await users.make(Role.buyer)
+    first = await buy(client, users, session, product, buyer=x)
+    [flag] = await all_flags(session, FlagRule.dominant_buyer)
+    assert (flag.buyer_id, flag.status) == (x.id, FlagStatus.open)
+    assert await counted_fen(session, a) == 0
+
+    # Another buyer's purchase brings x down to half, which is not more than half.
+    await buy(client, users, session, product, buyer=y)
+    [flag] = await all_flags(session, FlagRule.dominant_buyer)
+    assert flag.status is FlagStatus.withdrawn
+    assert flag.ruled_by is None and flag.ruled_at is not None
+    assert "5000 basis points" in (flag.ruling_reason or "")
+    assert await counted_fen(session, a) == await ledger_fen(session, a) == 4_750
+    assert await history(session, flag) == [("withdrawn", None)]
+
+    # x buys again: two thirds of the year, so the flag opens again and holds all of x's lines.
+    third = await buy(client, users, session, product, buyer=x)
+    [flag] = await all_flags(session, FlagRule.dominant_buyer)
+    assert flag.status is FlagStatus.open
+    assert flag.detail["share_bp"] == 6_666
+    assert await covered(session, flag) == {
+        (line_ids(first)[0], a.id),
+        (line_ids(third)[0], a.id),
+    }
+    assert await counted_fen(session, a) == 2_375  # y's purchase only
+    assert await history(session, flag) == [("withdrawn", None), ("open", None)]
+
+
+async def test_an_officers_ruling_stands_whatever_the_rule_finds_later(
+    client, users, world, session
+) -> None:
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    coop = await world.cooperative()
+    a = await world.household(head="钱进")
+    product = await supplied_product(world, coop, [(a, 10_000)])
+    x = await users.make(Role.buyer)
+    await buy(client, users, session, product, buyer=x)
+    [flag] = await all_flags(session, FlagRule.dominant_buyer)
+    assert (await rule_on(client, users, flag, "excluded", reason="a relative")).status_code == 200
+    await buy(client, users, session, product, qty=3)  # x's share falls to a quarter
+    [flag] = [f for f in await all_flags(session, FlagRule.dominant_buyer) if f.buyer_id == x.id]
+    assert flag.status is FlagStatus.excluded and flag.ruling_reason == "a relative"
+    assert [ruling for ruling, _ in await history(session, flag)] == ["excluded"]
+
+
+@pytest.mark.parametrize("order", ["xyz", "zyx", "yxz", "yzx"])
+async def test_what_assessment_counts_does_not_depend_on_the_order_of_recognition(
+    client, users, world, session, order
+) -> None:
+    """x buys three units, y and z one each: at the end x gives 60% of the household's year,
+    whichever purchase was recognised first (each one, alone, was all of the year)."""
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    coop = await world.cooperative()
+    a = await world.household(head="冯云")
+    product = await supplied_product(world, coop, [(a, 10_000)])
+    buyers = {name: await users.make(Role.buyer) for name in "xyz"}
+    orders = {
+        name: await delivered_cod_order(
+            client, users, [(product, 3 if name == "x" else 1)], buyer=buyers[name]
+        )
+        for name in "xyz"
+    }
+    for name in order:
+        await recognise(session, orders[name])
+    holding = [
+        f for f in await all_flags(session, FlagRule.dominant_buyer) if f.status is FlagStatus.open
+    ]
+    assert [f.buyer_id for f in holding] == [buyers["x"].id]
+    assert await covered(session, holding[0]) == {(line_ids(orders["x"])[0], a.id)}
+    assert await ledger_fen(session, a) == 11_875
+    assert await counted_fen(session, a) == 4_750  # y's and z's
+
+
 # --- pre_assessment_spike -----------------------------------------------------------------
 
 
@@ -297,6 +386,32 @@ async def test_steady_income_before_the_assessment_date_is_no_spike(
 ) -> None:
     await spike_setup(client, users, world, session, earlier=10, late=1)
     assert await all_flags(session) == []
+
+
+async def test_income_before_the_window_recognised_late_withdraws_the_spike(
+    client, users, world, session
+) -> None:
+    """The December sale recognised first looks like a jump (nothing earlier yet); the spring
+    sale, recognised after it, shows steady income, as in the test above."""
+    flags.use_policy(FlagPolicy(spike_min_fen=1_000))
+    coop = await world.cooperative()
+    a = await world.household(head="吴强")
+    product = await supplied_product(world, coop, [(a, 10_000)], price_fen=2_500)
+    spring = await delivered_cod_order(client, users, [(product, 10)])
+    await deliver_at(session, spring, datetime(2025, 3, 1, 4, tzinfo=UTC))
+    december = await delivered_cod_order(client, users, [(product, 1)])
+    await deliver_at(session, december, datetime(2025, 12, 20, 4, tzinfo=UTC))
+    await recognise(session, december)
+    [flag] = await all_flags(session)
+    assert (flag.rule, flag.status) == (FlagRule.pre_assessment_spike, FlagStatus.open)
+    assert await counted_fen(session, a) == 0
+
+    await recognise(session, spring)
+    [flag] = await all_flags(session)
+    assert flag.status is FlagStatus.withdrawn
+    assert (flag.ruling_reason or "").startswith("Withdrawn by the rule: 2375 fen in the window")
+    assert await counted_fen(session, a) == await ledger_fen(session, a) == 26_125
+    assert await history(session, flag) == [("withdrawn", None)]
 
 
 # --- counting and rulings -----------------------------------------------------------------
@@ -414,6 +529,7 @@ async def test_buyers_and_managers_may_not_review(client, users, world, session,
     ("body", "field"),
     [
         ({"ruling": "open", "reason": "undo"}, "ruling"),
+        ({"ruling": "withdrawn", "reason": "the rule's own verdict"}, "ruling"),
         ({"ruling": "counted", "reason": "  "}, "reason"),
         ({"ruling": "counted", "reason": "x" * 501}, "reason"),
         ({"ruling": "counted"}, "reason"),

@@ -13,7 +13,7 @@ from app.schemas.common import RequestModel
 FlagRuleName = Literal[
     "supplier_household", "cooperative_insider", "dominant_buyer", "pre_assessment_spike"
 ]
-FlagStatusName = Literal["open", "counted", "excluded"]
+FlagStatusName = Literal["open", "counted", "excluded", "withdrawn"]
 
 
 class FlagOut(BaseModel):
@@ -26,7 +26,10 @@ class FlagOut(BaseModel):
         "income jumps in the weeks before the assessment date."
     )
     status: FlagStatusName = Field(
-        description="open: left out of assessment until ruled; counted; excluded."
+        description="open: left out of assessment until ruled; counted; excluded; withdrawn: "
+        "an anomaly rule (dominant_buyer, pre_assessment_spike) found its condition no longer "
+        "held before anyone ruled, so the income counts (the rule opens the flag again if the "
+        "condition comes back)."
     )
     county_code: str
     order_id: uuid.UUID | None = Field(description="The purchase, for self-dealing flags.")
@@ -42,7 +45,10 @@ class FlagOut(BaseModel):
     )
     lines: int = Field(description="Order lines whose households' parts the flag holds back.")
     created_at: datetime
-    ruled_by: uuid.UUID | None = Field(description="Who gave the latest ruling.")
+    ruled_by: uuid.UUID | None = Field(
+        description="Who gave the latest ruling; none, with ruled_at set: the flag's own rule "
+        "withdrew it or opened it again."
+    )
     ruled_at: datetime | None
     ruling_reason: str | None
 

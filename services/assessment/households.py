@@ -74,7 +74,7 @@ held AS (
     SELECT DISTINCT fl.line_id, fl.household_id
     FROM attribution_flag_lines fl
     JOIN attribution_flags f ON f.id = fl.flag_id
-    WHERE f.status <> 'counted' AND {flag_scope}
+    WHERE f.status IN ('open', 'excluded') AND {flag_scope}
 ),
 ledger AS (
     -- One row per household with both years side by side: one pass, one join.

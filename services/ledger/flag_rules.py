@@ -1,13 +1,20 @@
 """The four flag rules, run after every recognition in its transaction.
 
-`review` takes all the lines recognised in one transaction (one fulfilment, or a
-backlog batch) and runs each rule with a few set-based queries. What a flag holds
-back and how officers rule on it is in `flags.py`.
+Two followers of the recognition take all the lines recognised in one transaction
+(one fulfilment, or a backlog batch) and run the rules with a few set-based queries.
+What a flag holds back and how officers rule on it is in `flags.py`.
+
+The self-dealing rules judge each purchase once, for good. The anomaly rules judge a
+household's year so far, which changes with every recognition: each time, they
+withdraw their open flags whose condition no longer holds and open again those
+whose condition came back, so that what assessment counts depends on the lines
+recognised, not on the order or the batches they came in.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import unicodedata
 import uuid
@@ -68,8 +75,8 @@ async def review_anomalies(
     policy = current_policy()
     # These rules need their households serialised: the recognition holds those locks
     # already, taken when it added the lines to the running totals (totals.add).
-    await _dominant_buyer(session, supplied, policy)
-    await _pre_assessment_spike(session, supplied, policy)
+    await _dominant_buyer(session, supplied, policy, now)
+    await _pre_assessment_spike(session, supplied, policy, now)
 
 
 @dataclass
@@ -390,12 +397,14 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
 
 
 async def _dominant_buyer(
-    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
+    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy, now: datetime
 ) -> None:
     """One buyer gives more than the share of a household's year (once the year is large).
 
     Reads the running totals (`services.ledger.totals`): per touched household and year,
-    one row and the few buyers above the share, whatever the size of the ledger.
+    one row and the few buyers above the share, whatever the size of the ledger. Any
+    buyer of a touched household is judged again, not only this batch's: another buyer's
+    purchase lowers a share, or lifts the year over the minimum.
     """
     # (No order needed: the statement sorts its answer; UUIDs compare slowly in Python.)
     touched = list({(h, r.year) for r in lines for h in r.households})
@@ -425,15 +434,26 @@ async def _dominant_buyer(
         )
         for row in rows
     ]
-    _, created = await _write(session, drafts)
+    ids, created = await _write(session, drafts)
     # A flag raised now holds every line of its buyer that year; one raised before takes
-    # the lines its buyer brings later, whatever the share is now.
+    # the lines its buyer brings later, whatever its status: withdrawn, it holds nothing
+    # back, and opened again it holds back all of them.
     await _cover_history(session, created, LedgerEntry.buyer_id == AttributionFlag.buyer_id)
     await _cover_later(
         session,
         FlagRule.dominant_buyer,
         [(r.line_id, h, r.buyer_id, r.year) for r in lines for h in r.households],
         created,
+    )
+    await _reopen(session, drafts, ids, created, now)
+    await _fetch(
+        session,
+        _WITHDRAW_DOMINANT,
+        [h for h, _ in touched],
+        [y for _, y in touched],
+        policy.dominant_buyer_min_fen,
+        policy.dominant_buyer_bp,
+        now,
     )
 
 
@@ -460,6 +480,35 @@ ORDER BY t.household_id, t.year, b.buyer_id
 """
 
 
+# The open flags of the touched households whose buyer no longer passes the rule (the same
+# integer comparison as _DOMINANT), withdrawn with the figures that withdrew them.
+_WITHDRAW_DOMINANT = """
+WITH judged AS (
+    SELECT f.id, t.amount_fen AS total, coalesce(b.amount_fen, 0) AS part
+    FROM unnest($1::uuid[], $2::smallint[]) AS k(household_id, year)
+    JOIN attribution_flags f ON f.household_id = k.household_id AND f.year = k.year
+    JOIN ledger_household_years t ON t.household_id = k.household_id AND t.year = k.year
+    LEFT JOIN ledger_buyer_years b
+           ON b.household_id = k.household_id AND b.year = k.year AND b.buyer_id = f.buyer_id
+    WHERE f.rule = 'dominant_buyer' AND f.status = 'open'
+),
+gone AS (
+    UPDATE attribution_flags f
+       SET status = 'withdrawn', ruled_by = NULL, ruled_at = $5, updated_at = $5,
+           ruling_reason = format(
+               'Withdrawn by the rule: the buyer now gives %s of the household''s %s fen this '
+               'year (%s basis points); it flags more than %s once the year reaches %s fen.',
+               j.part, j.total, j.part * 10000 / greatest(j.total, 1), $4::int, $3::bigint)
+      FROM judged j
+     WHERE f.id = j.id AND f.status = 'open'
+       AND NOT (j.total >= $3::bigint AND j.part * 10000 > j.total * $4::int)
+    RETURNING f.id, f.ruling_reason
+)
+INSERT INTO attribution_rulings (flag_id, ruling, reason, officer_id, at)
+SELECT id, 'withdrawn', ruling_reason, NULL, $5 FROM gone ORDER BY id
+"""
+
+
 def _dominant_key(household_id: uuid.UUID, buyer_id: uuid.UUID, year: int) -> str:
     return f"{FlagRule.dominant_buyer}:{household_id}:{buyer_id}:{year}"
 
@@ -469,12 +518,29 @@ def _spike_key(household_id: uuid.UUID, year: int) -> str:
 
 
 async def _pre_assessment_spike(
-    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy
+    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy, now: datetime
 ) -> None:
-    """A household's income in the weeks before the assessment date jumps against its year."""
+    """A household's income in the weeks before the assessment date jumps against its year.
+
+    Judged where income came into the window (it may start or come back there), and where
+    a spike flag is open (income before the window, come in late, may end it).
+    """
     windows = {year: policy.window(year) for year in {r.year for r in lines}}
     late = [r for r in lines if windows[r.year][0] <= r.effective_at < windows[r.year][1]]
-    touched = {(h, r.year) for r in late for h in r.households}
+    everywhere = {(h, r.year) for r in lines for h in r.households}
+    flagged = {
+        (row["household_id"], row["year"])
+        for row in await _fetch(
+            session,
+            "SELECT household_id, year FROM attribution_flags"
+            " WHERE rule = $1 AND status = 'open'"
+            " AND household_id = ANY($2) AND year = ANY($3::smallint[])",
+            FlagRule.pre_assessment_spike.value,
+            _ids(h for h, _ in everywhere),
+            list({y for _, y in everywhere}),
+        )
+    } & everywhere
+    touched = {(h, r.year) for r in late for h in r.households} | flagged
     if not touched:
         return
     years = {y for _, y in touched}
@@ -496,6 +562,7 @@ async def _pre_assessment_spike(
         )
     ).all()
     drafts: list[_Draft] = []
+    ended: list[tuple[uuid.UUID, int, str]] = []  # (household, year, why) of open flags
     for row in rows:
         if (row.household_id, row.year) not in touched:
             continue
@@ -504,9 +571,22 @@ async def _pre_assessment_spike(
         before_s = (start - datetime(row.year, 1, 1, tzinfo=CHINA)).total_seconds()
         window_s = (end - start).total_seconds()
         # No time before the window: nothing to compare with, so no spike.
-        if window < policy.spike_min_fen or before_s <= 0:
-            continue
-        if window * before_s <= policy.spike_factor * earlier * window_s:
+        if (
+            window < policy.spike_min_fen
+            or before_s <= 0
+            or window * before_s <= policy.spike_factor * earlier * window_s
+        ):
+            if (row.household_id, row.year) in flagged:
+                average = int(earlier * window_s // before_s) if before_s > 0 else 0
+                ended.append(
+                    (
+                        row.household_id,
+                        row.year,
+                        f"Withdrawn by the rule: {window} fen in the window against an average"
+                        f" window of {average} fen before it; it flags more than"
+                        f" {policy.spike_factor:g} times that, from {policy.spike_min_fen} fen.",
+                    )
+                )
             continue
         drafts.append(
             _Draft(
@@ -525,7 +605,7 @@ async def _pre_assessment_spike(
                 household_id=row.household_id,
             )
         )
-    _, created = await _write(session, drafts)
+    ids, created = await _write(session, drafts)
     await _cover_history(session, created, inside)
     await _cover_later(
         session,
@@ -533,6 +613,57 @@ async def _pre_assessment_spike(
         [(r.line_id, h, None, r.year) for r in late for h in r.households],
         created,
     )
+    await _reopen(session, drafts, ids, created, now)
+    if ended:
+        households, of_years, reasons = (list(column) for column in zip(*ended, strict=True))
+        await _fetch(session, _WITHDRAW_SPIKES, households, of_years, reasons, now)
+
+
+_WITHDRAW_SPIKES = """
+WITH gone AS (
+    UPDATE attribution_flags f
+       SET status = 'withdrawn', ruled_by = NULL, ruled_at = $4, updated_at = $4,
+           ruling_reason = k.reason
+      FROM unnest($1::uuid[], $2::smallint[], $3::text[]) AS k(household_id, year, reason)
+     WHERE f.rule = 'pre_assessment_spike' AND f.status = 'open'
+       AND f.household_id = k.household_id AND f.year = k.year
+    RETURNING f.id, f.ruling_reason
+)
+INSERT INTO attribution_rulings (flag_id, ruling, reason, officer_id, at)
+SELECT id, 'withdrawn', ruling_reason, NULL, $4 FROM gone ORDER BY id
+"""
+
+
+async def _reopen(
+    session: AsyncSession,
+    drafts: list[_Draft],
+    ids: dict[str, uuid.UUID],
+    created: set[uuid.UUID],
+    now: datetime,
+) -> None:
+    """The flags of these drafts that their rule had withdrawn: open again, with the figures
+    that opened them. Officers' rulings stand; flags still open stay as they were raised."""
+    again = [(ids[d.key], d.detail) for d in drafts if ids[d.key] not in created]
+    if again:
+        flag_ids, details = (
+            list(column) for column in zip(*sorted(again, key=lambda a: a[0]), strict=True)
+        )
+        await _fetch(session, _REOPEN, flag_ids, [json.dumps(d) for d in details], REOPENED, now)
+
+
+REOPENED = "Opened again by the rule: its condition holds again."
+_REOPEN = """
+WITH back AS (
+    UPDATE attribution_flags f
+       SET status = 'open', detail = CAST(d.detail AS jsonb), ruled_by = NULL,
+           ruled_at = $4, ruling_reason = $3, updated_at = $4
+      FROM unnest($1::uuid[], $2::text[]) AS d(id, detail)
+     WHERE f.id = d.id AND f.status = 'withdrawn'
+    RETURNING f.id
+)
+INSERT INTO attribution_rulings (flag_id, ruling, reason, officer_id, at)
+SELECT id, 'open', $3, NULL, $4 FROM back ORDER BY id
+"""
 
 
 def _in_windows(windows: dict[int, tuple[datetime, datetime]]) -> ColumnElement[bool]:

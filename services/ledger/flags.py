@@ -104,6 +104,10 @@ def among(column: InstrumentedAttribute[Any], values: Iterable[Any]) -> ColumnEl
 
 # --- what assessment counts ---------------------------------------------------------------
 
+# The statuses of a flag that hold its income back from assessment.
+HOLDING = (FlagStatus.open, FlagStatus.excluded)
+RULINGS = (FlagStatus.counted, FlagStatus.excluded)  # what officers may rule
+
 
 def counted(
     entry: type[LedgerEntry] | AliasedClass[LedgerEntry] = LedgerEntry,
@@ -119,7 +123,7 @@ def counted(
         .where(
             FlagLine.line_id == entry.line_id,
             FlagLine.household_id == entry.household_id,
-            AttributionFlag.status != FlagStatus.counted,
+            AttributionFlag.status.in_(HOLDING),
         )
     )
     return ~held.exists()
@@ -203,7 +207,7 @@ async def rule(
 ) -> AttributionFlag:
     """Count or exclude a flag's income. A later ruling replaces it; each one is kept."""
     access.ensure_role(actor, Role.officer, Role.admin)
-    if ruling is FlagStatus.open:
+    if ruling not in RULINGS:
         raise Invalid("A ruling either counts the income or excludes it.", field="ruling")
     reason = reason.strip()
     if not reason:

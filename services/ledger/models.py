@@ -108,6 +108,9 @@ class FlagStatus(enum.StrEnum):
     open = "open"  # left out of assessment until an officer rules
     counted = "counted"
     excluded = "excluded"
+    # An anomaly rule's flag whose condition no longer held before any officer ruled: its
+    # income counts; the rule opens it again if the condition comes back.
+    withdrawn = "withdrawn"
 
 
 class AttributionFlag(UUIDPrimaryKey, Timestamps, Base):
@@ -163,7 +166,10 @@ class Ruling(Base):
     flag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("attribution_flags.id"), index=True)
     ruling: Mapped[FlagStatus] = mapped_column(text_enum(FlagStatus, "flag_status"))
     reason: Mapped[str] = mapped_column(Text)
-    officer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    officer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id"),
+        comment="None: the flag's own rule withdrew it or opened it again.",
+    )
     at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -14,13 +14,11 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.households import service as households
-from services.ledger.flags import counted
-from services.ledger.models import AttributionFlag, FlagLine, FlagStatus, LedgerEntry
+from services.ledger.flags import HOLDING, counted
+from services.ledger.models import AttributionFlag, FlagLine, LedgerEntry
 from services.orders.models import OrderLine
 from services.pagination import Page, keyset_page
 from services.users.models import User
-
-HOLDING = (FlagStatus.open, FlagStatus.excluded)
 
 
 @dataclass(frozen=True, slots=True)
