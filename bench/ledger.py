@@ -806,7 +806,11 @@ SELECT (SELECT count(*) FROM ledger_entries) AS entries,
        (SELECT coalesce(sum(amount_fen), 0) FROM ledger_entries) AS entries_fen,
        (SELECT count(*) FROM ledger_recognitions) AS recognitions,
        (SELECT coalesce(sum(lines), 0) FROM ledger_recognitions) AS lines_recognised,
-       (SELECT count(*) FROM attribution_flag_lines) AS flagged_parts,
+       -- Households' parts that a flag holds back from assessment (flags.counted()).
+       (SELECT count(*) FROM (SELECT DISTINCT fl.line_id, fl.household_id
+                              FROM attribution_flag_lines fl
+                              JOIN attribution_flags f ON f.id = fl.flag_id
+                              WHERE f.status IN ('open', 'excluded')) h) AS flagged_parts,
        (SELECT count(*) FROM jobs WHERE kind = 'settlements.transfer') AS transfer_jobs,
        pg_total_relation_size('ledger_entries') AS ledger_bytes
 """
@@ -834,15 +838,17 @@ async def due_lines(url: str) -> int:
 
 
 async def ledger_facts(url: str) -> dict[str, Any]:
-    """What PostgreSQL holds after recognition: entries, flags by rule, payouts by state."""
+    """What PostgreSQL holds after recognition: entries, flags by rule and status, payouts by
+    state."""
     conn = await connect(url)
     try:
         facts: dict[str, Any] = {k: int(v) for k, v in (await conn.fetchrow(_FACTS) or {}).items()}
         facts["expected_net_fen"] = int(await conn.fetchval(_NET))
         facts["flags"] = {
-            row["rule"]: int(row["n"])
+            f"{row['rule']} {row['status']}": int(row["n"])
             for row in await conn.fetch(
-                "SELECT rule, count(*) AS n FROM attribution_flags GROUP BY 1 ORDER BY 1"
+                "SELECT rule, status, count(*) AS n FROM attribution_flags GROUP BY 1, 2"
+                " ORDER BY 1, 2"
             )
         }
         facts["payouts"] = {

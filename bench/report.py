@@ -437,7 +437,7 @@ def _ledger_table(report: dict[str, Any]) -> list[str]:
             f"adjustments) for {db['lines_recognised']:,} lines in {db['recognitions']:,} "
             f"recognitions, {db['ledger_bytes'] / 2**20:,.0f} MB with indexes; they add up to "
             f"{db['entries_fen']:,} fen, {exact} the lines' net revenue "
-            f"({db['expected_net_fen']:,} fen); flags by rule: {flags} "
+            f"({db['expected_net_fen']:,} fen); flags by rule and status: {flags} "
             f"({db['flagged_parts']:,} household parts held back); payouts by state: "
             f"{payouts}; lines still due: {db['due_lines_left']:,}.",
         ]
