@@ -34,6 +34,7 @@ from services.users.models import Role
 from tests.committed import CommittingUsers, committed_app
 from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
 from tests.orders_helpers import ADDRESS
+from tests.test_ledger import refund
 
 SUPPLIER_PHONE = "13900001234"
 
@@ -321,6 +322,27 @@ async def test_an_officers_ruling_stands_whatever_the_rule_finds_later(
     [flag] = [f for f in await all_flags(session, FlagRule.dominant_buyer) if f.buyer_id == x.id]
     assert flag.status is FlagStatus.excluded and flag.ruling_reason == "a relative"
     assert [ruling for ruling, _ in await history(session, flag)] == ["excluded"]
+
+
+async def test_a_refund_after_recognition_judges_the_households_year_again(
+    client, users, world, session
+) -> None:
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    coop = await world.cooperative()
+    a = await world.household(head="郑和")
+    product = await supplied_product(world, coop, [(a, 10_000)])
+    x, y = await users.make(Role.buyer), await users.make(Role.buyer)
+    await buy(client, users, session, product, buyer=x)
+    bulk = await buy(client, users, session, product, qty=2, buyer=y)
+    by_buyer = {f.buyer_id: f for f in await all_flags(session, FlagRule.dominant_buyer)}
+    assert (by_buyer[x.id].status, by_buyer[y.id].status) == (FlagStatus.withdrawn, FlagStatus.open)
+
+    # y's purchase is refunded whole: x is all of the year again.
+    line = line_ids(bulk)[0]
+    await refund(client, users, bulk, str(coop.id), lines=[{"line_id": str(line), "quantity": 2}])
+    by_buyer = {f.buyer_id: f for f in await all_flags(session, FlagRule.dominant_buyer)}
+    assert (by_buyer[x.id].status, by_buyer[y.id].status) == (FlagStatus.open, FlagStatus.withdrawn)
+    assert await ledger_fen(session, a) == 2_375 and await counted_fen(session, a) == 0
 
 
 @pytest.mark.parametrize("order", ["xyz", "zyx", "yxz", "yzx"])

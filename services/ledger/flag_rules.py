@@ -75,8 +75,44 @@ async def review_anomalies(
     policy = current_policy()
     # These rules need their households serialised: the recognition holds those locks
     # already, taken when it added the lines to the running totals (totals.add).
-    await _dominant_buyer(session, supplied, policy, now)
-    await _pre_assessment_spike(session, supplied, policy, now)
+    touched = {(h, r.year) for r in supplied for h in r.households}
+    created = await _judge_dominant(session, touched, policy, now)
+    # A flag raised now holds every line of its buyer that year; one raised before takes
+    # the lines its buyer brings later, whatever its status: withdrawn, it holds nothing
+    # back, and opened again it holds back all of them.
+    await _cover_later(
+        session,
+        FlagRule.dominant_buyer,
+        [(r.line_id, h, r.buyer_id, r.year) for r in supplied for h in r.households],
+        created,
+    )
+    # Spikes are judged where income came into the window (one may start or come back
+    # there) and where a spike flag is open (income before the window, come in late, may
+    # end it).
+    windows = {year: policy.window(year) for year in {r.year for r in supplied}}
+    late = [r for r in supplied if windows[r.year][0] <= r.effective_at < windows[r.year][1]]
+    flagged = await _open_spikes(session, touched)
+    created = await _judge_spikes(
+        session, {(h, r.year) for r in late for h in r.households} | flagged, flagged, policy, now
+    )
+    await _cover_later(
+        session,
+        FlagRule.pre_assessment_spike,
+        [(r.line_id, h, None, r.year) for r in late for h in r.households],
+        created,
+    )
+
+
+@ledger.on_adjusted
+async def review_adjusted(
+    session: AsyncSession, changed: set[tuple[uuid.UUID, int]], now: datetime
+) -> None:
+    """A refund changed households' years after recognition: judge them again (the resync
+    holds the households' locks since it added to their totals)."""
+    policy = current_policy()
+    await _judge_dominant(session, changed, policy, now)
+    # Less income before the window may make a spike of the window's, so every year.
+    await _judge_spikes(session, changed, await _open_spikes(session, changed), policy, now)
 
 
 @dataclass
@@ -396,18 +432,22 @@ async def _insiders(session: AsyncSession, cooperatives: set[uuid.UUID]) -> _Ins
     return out
 
 
-async def _dominant_buyer(
-    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy, now: datetime
-) -> None:
+async def _judge_dominant(
+    session: AsyncSession,
+    years: set[tuple[uuid.UUID, int]],
+    policy: FlagPolicy,
+    now: datetime,
+) -> set[uuid.UUID]:
     """One buyer gives more than the share of a household's year (once the year is large).
 
-    Reads the running totals (`services.ledger.totals`): per touched household and year,
-    one row and the few buyers above the share, whatever the size of the ledger. Any
-    buyer of a touched household is judged again, not only this batch's: another buyer's
-    purchase lowers a share, or lifts the year over the minimum.
+    Reads the running totals (`services.ledger.totals`): per (household, year) given, one
+    row and the few buyers above the share, whatever the size of the ledger. Every buyer
+    of those years is judged, not only the buyers of the lines at hand: another buyer's
+    purchase lowers a share, or lifts the year over the minimum. Flags are raised, opened
+    again or withdrawn accordingly; answers the flags raised now.
     """
     # (No order needed: the statement sorts its answer; UUIDs compare slowly in Python.)
-    touched = list({(h, r.year) for r in lines for h in r.households})
+    touched = list(years)
     rows = await _fetch(
         session,
         _DOMINANT,
@@ -435,16 +475,7 @@ async def _dominant_buyer(
         for row in rows
     ]
     ids, created = await _write(session, drafts)
-    # A flag raised now holds every line of its buyer that year; one raised before takes
-    # the lines its buyer brings later, whatever its status: withdrawn, it holds nothing
-    # back, and opened again it holds back all of them.
     await _cover_history(session, created, LedgerEntry.buyer_id == AttributionFlag.buyer_id)
-    await _cover_later(
-        session,
-        FlagRule.dominant_buyer,
-        [(r.line_id, h, r.buyer_id, r.year) for r in lines for h in r.households],
-        created,
-    )
     await _reopen(session, drafts, ids, created, now)
     await _fetch(
         session,
@@ -455,6 +486,7 @@ async def _dominant_buyer(
         policy.dominant_buyer_bp,
         now,
     )
+    return created
 
 
 # The bound in the lateral query is the share rounded down, as bigint, so that the index on
@@ -517,18 +549,13 @@ def _spike_key(household_id: uuid.UUID, year: int) -> str:
     return f"{FlagRule.pre_assessment_spike}:{household_id}:{year}"
 
 
-async def _pre_assessment_spike(
-    session: AsyncSession, lines: list[RecognisedLine], policy: FlagPolicy, now: datetime
-) -> None:
-    """A household's income in the weeks before the assessment date jumps against its year.
-
-    Judged where income came into the window (it may start or come back there), and where
-    a spike flag is open (income before the window, come in late, may end it).
-    """
-    windows = {year: policy.window(year) for year in {r.year for r in lines}}
-    late = [r for r in lines if windows[r.year][0] <= r.effective_at < windows[r.year][1]]
-    everywhere = {(h, r.year) for r in lines for h in r.households}
-    flagged = {
+async def _open_spikes(
+    session: AsyncSession, years: set[tuple[uuid.UUID, int]]
+) -> set[tuple[uuid.UUID, int]]:
+    """Which of these (household, year) have an open spike flag."""
+    if not years:
+        return set()
+    return {
         (row["household_id"], row["year"])
         for row in await _fetch(
             session,
@@ -536,14 +563,28 @@ async def _pre_assessment_spike(
             " WHERE rule = $1 AND status = 'open'"
             " AND household_id = ANY($2) AND year = ANY($3::smallint[])",
             FlagRule.pre_assessment_spike.value,
-            _ids(h for h, _ in everywhere),
-            list({y for _, y in everywhere}),
+            _ids(h for h, _ in years),
+            list({y for _, y in years}),
         )
-    } & everywhere
-    touched = {(h, r.year) for r in late for h in r.households} | flagged
+    } & years
+
+
+async def _judge_spikes(
+    session: AsyncSession,
+    touched: set[tuple[uuid.UUID, int]],
+    flagged: set[tuple[uuid.UUID, int]],
+    policy: FlagPolicy,
+    now: datetime,
+) -> set[uuid.UUID]:
+    """A household's income in the weeks before the assessment date jumps against its year.
+
+    Judges the (household, year) `touched`; `flagged` are those of them with an open spike
+    flag, which is withdrawn if the jump is gone. Answers the flags raised now.
+    """
     if not touched:
-        return
+        return set()
     years = {y for _, y in touched}
+    windows = {year: policy.window(year) for year in years}
     e = LedgerEntry
     inside = _in_windows({y: windows[y] for y in years})
     before = or_(*(and_(e.year == y, e.effective_at < windows[y][0]) for y in years))
@@ -607,16 +648,11 @@ async def _pre_assessment_spike(
         )
     ids, created = await _write(session, drafts)
     await _cover_history(session, created, inside)
-    await _cover_later(
-        session,
-        FlagRule.pre_assessment_spike,
-        [(r.line_id, h, None, r.year) for r in late for h in r.households],
-        created,
-    )
     await _reopen(session, drafts, ids, created, now)
     if ended:
         households, of_years, reasons = (list(column) for column in zip(*ended, strict=True))
         await _fetch(session, _WITHDRAW_SPIKES, households, of_years, reasons, now)
+    return created
 
 
 _WITHDRAW_SPIKES = """

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -167,7 +167,22 @@ def on_recognised_unlocked(follower: Follower) -> Follower:
     return _register(_unlocked_followers, follower)
 
 
-def _register(followers: list[Follower], follower: Follower) -> Follower:
+# Called in the transaction of a refund's adjustment entries, after they were added to the
+# households' running totals (under the households' locks), with the (household, year)
+# pairs whose totals changed: the anomaly rules judge those years again.
+Adjusted = Callable[[AsyncSession, set[tuple[uuid.UUID, int]], datetime], Awaitable[None]]
+_adjusted_followers: list[Adjusted] = []
+
+
+def on_adjusted(follower: Adjusted) -> Adjusted:
+    """Run `follower` after a resync's entries were added to the households' totals."""
+    return _register(_adjusted_followers, follower)
+
+
+_F = TypeVar("_F")
+
+
+def _register(followers: list[_F], follower: _F) -> _F:
     if follower not in followers:  # registering again changes nothing
         followers.append(follower)
     return follower
@@ -527,7 +542,12 @@ async def resync_order(
         )
     await _insert(session, rows)
     # In ENTRY_COLUMNS order: household 7, year 11, buyer 6, amount 9.
-    await totals.add(session, totals.additions((r[7], r[11], r[6], r[9]) for r in rows))
+    added = totals.additions((r[7], r[11], r[6], r[9]) for r in rows)
+    await totals.add(session, added)
+    if added:
+        changed = {(household, year) for household, year, _ in added}
+        for follower in _adjusted_followers:
+            await follower(session, changed, at)
     return len(rows)
 
 
