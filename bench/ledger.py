@@ -792,10 +792,10 @@ async def postmaster_pid(url: str) -> int | None:
     """The PostgreSQL server's main process, when this machine's /proc shows it."""
     conn = await connect(url)
     try:
-        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        # Read while the backend lives: once the connection is closed it may be gone.
+        stat = _proc_stat(int(await conn.fetchval("SELECT pg_backend_pid()")))
     finally:
         await conn.close()
-    stat = _proc_stat(backend)
     return stat[0] if stat else None
 
 

@@ -249,13 +249,18 @@ async def test_a_households_first_small_sale_is_not_a_dominant_buyer(
     assert await all_flags(session) == []
 
 
+async def sole_supply(world: Any, head: str, *, min_fen: int = 500) -> tuple[Household, Any]:
+    """A household that supplies all of a product; the dominant-buyer rule from `min_fen`."""
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=min_fen))
+    coop = await world.cooperative()
+    household = await world.household(head=head)
+    return household, await supplied_product(world, coop, [(household, 10_000)])
+
+
 async def test_buyers_giving_no_more_than_the_share_are_not_flagged(
     client, users, world, session
 ) -> None:
-    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=3_000))
-    coop = await world.cooperative()
-    a = await world.household(head="周明")
-    product = await supplied_product(world, coop, [(a, 10_000)])
+    _, product = await sole_supply(world, "周明", min_fen=3_000)
     first, second = await users.make(Role.buyer), await users.make(Role.buyer)
     # The first purchase alone is below the minimum; after the second, each gives half.
     await buy(client, users, session, product, buyer=first)
@@ -275,10 +280,7 @@ async def history(session: Any, flag: AttributionFlag) -> list[tuple[str, uuid.U
 async def test_a_dominant_buyers_flag_is_withdrawn_when_the_share_falls_and_opened_when_it_rises(
     client, users, world, session
 ) -> None:
-    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
-    coop = await world.cooperative()
-    a = await world.household(head="孙丽")
-    product = await supplied_product(world, coop, [(a, 10_000)])
+    a, product = await sole_supply(world, "孙丽")
     x, y = await users.make(Role.buyer), await users.make(Role.buyer)
     first = await buy(client, users, session, product, buyer=x)
     [flag] = await all_flags(session, FlagRule.dominant_buyer)
@@ -310,10 +312,7 @@ async def test_a_dominant_buyers_flag_is_withdrawn_when_the_share_falls_and_open
 async def test_an_officers_ruling_stands_whatever_the_rule_finds_later(
     client, users, world, session
 ) -> None:
-    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
-    coop = await world.cooperative()
-    a = await world.household(head="钱进")
-    product = await supplied_product(world, coop, [(a, 10_000)])
+    _, product = await sole_supply(world, "钱进")
     x = await users.make(Role.buyer)
     await buy(client, users, session, product, buyer=x)
     [flag] = await all_flags(session, FlagRule.dominant_buyer)
@@ -327,10 +326,7 @@ async def test_an_officers_ruling_stands_whatever_the_rule_finds_later(
 async def test_a_refund_after_recognition_judges_the_households_year_again(
     client, users, world, session
 ) -> None:
-    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
-    coop = await world.cooperative()
-    a = await world.household(head="郑和")
-    product = await supplied_product(world, coop, [(a, 10_000)])
+    a, product = await sole_supply(world, "郑和")
     x, y = await users.make(Role.buyer), await users.make(Role.buyer)
     await buy(client, users, session, product, buyer=x)
     bulk = await buy(client, users, session, product, qty=2, buyer=y)
@@ -339,7 +335,8 @@ async def test_a_refund_after_recognition_judges_the_households_year_again(
 
     # y's purchase is refunded whole: x is all of the year again.
     line = line_ids(bulk)[0]
-    await refund(client, users, bulk, str(coop.id), lines=[{"line_id": str(line), "quantity": 2}])
+    coop = str(product.cooperative_id)
+    await refund(client, users, bulk, coop, lines=[{"line_id": str(line), "quantity": 2}])
     by_buyer = {f.buyer_id: f for f in await all_flags(session, FlagRule.dominant_buyer)}
     assert (by_buyer[x.id].status, by_buyer[y.id].status) == (FlagStatus.open, FlagStatus.withdrawn)
     assert await ledger_fen(session, a) == 2_375 and await counted_fen(session, a) == 0
@@ -351,10 +348,7 @@ async def test_what_assessment_counts_does_not_depend_on_the_order_of_recognitio
 ) -> None:
     """x buys three units, y and z one each: at the end x gives 60% of the household's year,
     whichever purchase was recognised first (each one, alone, was all of the year)."""
-    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
-    coop = await world.cooperative()
-    a = await world.household(head="冯云")
-    product = await supplied_product(world, coop, [(a, 10_000)])
+    a, product = await sole_supply(world, "冯云")
     buyers = {name: await users.make(Role.buyer) for name in "xyz"}
     orders = {
         name: await delivered_cod_order(
