@@ -59,7 +59,9 @@ async def list_flags(
     actor: Officer,
     limit: Limit = 50,
     cursor: Cursor = None,
-    status: Annotated[FlagStatus | None, Query(description="open, counted, excluded or withdrawn.")] = None,
+    status: Annotated[
+        FlagStatus | None, Query(description="open, counted, excluded or withdrawn.")
+    ] = None,
     rule: Annotated[FlagRule | None, Query(description="Only the flags of this rule.")] = None,
 ) -> PageOut[FlagOut]:
     page = await flags.list_flags(
