@@ -7,6 +7,7 @@ process of its own. The database is created, migrated and dropped around the tes
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from app.main import create_app
 from app.settings import Settings
@@ -79,3 +81,21 @@ async def committed_app(
             await app.state.engine.dispose()
     finally:
         await drop_database(server_url, name)
+
+
+async def wait_for_a_lock_wait(factory: Any, failure: str) -> None:
+    """Until another backend of this database waits for a lock (a row another holds)."""
+    probe = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    async with factory() as session:
+        for _ in range(1_000):
+            waiting = await session.scalar(probe)
+            # A transaction reads pg_stat_activity once and keeps that copy: each probe
+            # ends its own, or it would never see a wait that began after the first.
+            await session.rollback()
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(failure)

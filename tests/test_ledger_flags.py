@@ -31,7 +31,7 @@ from services.ledger.models import (
 )
 from services.orders.models import Fulfilment, Order, OrderLine
 from services.users.models import Role
-from tests.committed import CommittingUsers, committed_app
+from tests.committed import CommittingUsers, committed_app, wait_for_a_lock_wait
 from tests.ledger_helpers import delivered_cod_order, recognise, supplied_product
 from tests.orders_helpers import ADDRESS
 from tests.test_ledger import refund
@@ -720,6 +720,54 @@ async def test_concurrent_recognitions_see_each_others_income(live) -> None:
             buyer.id,
         )
         assert await covered(session, flag) == {(line_ids(o)[0], household.id) for o in orders}
+
+
+async def test_the_rule_does_not_withdraw_a_flag_an_officer_ruled_while_it_ran(live) -> None:
+    """The recognition read the flag as open, then waits for its row while an officer's
+    ruling holds it; after the ruling commits, the withdrawal finds it ruled and leaves it."""
+    users = CommittingUsers(live["session"], live["settings"])
+    world = await users.builder()
+    coop = await world.cooperative()
+    household = await world.household(head="陈默")
+    product = await supplied_product(world, coop, [(household, 10_000)])
+    await live["session"].commit()
+    flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
+    x = await users.make(Role.buyer)
+    first = await delivered_cod_order(live["client"], users, [(product, 1)], buyer=x)
+    # y's purchase brings x to half: recognising it would withdraw x's flag.
+    other = await delivered_cod_order(live["client"], users, [(product, 1)])
+    officer = await users.make(Role.officer)
+
+    async def recognise_alone(order: dict[str, Any]) -> int:
+        async with live["factory"]() as session, session.begin():
+            return await ledger.recognise_fulfilment(
+                session, uuid.UUID(order["fulfilments"][0]["id"]), now=datetime.now(UTC)
+            )
+
+    await recognise_alone(first)
+    async with live["factory"]() as session:
+        [flag] = await all_flags(session, FlagRule.dominant_buyer)
+    assert flag.status is FlagStatus.open
+    async with live["factory"]() as ruling, ruling.begin():
+        await flags.rule(
+            ruling, officer, flag.id, ruling=FlagStatus.excluded, reason="his cousin", now=now()
+        )
+        recognition = asyncio.create_task(recognise_alone(other))
+        await wait_for_a_lock_wait(live["factory"], "the recognition did not wait for the ruling")
+    assert await recognition == 1
+    async with live["factory"]() as session:
+        [flag] = await all_flags(session, FlagRule.dominant_buyer)
+        steps = await history(session, flag)
+    assert (flag.status, flag.ruled_by, flag.ruling_reason) == (
+        FlagStatus.excluded,
+        officer.id,
+        "his cousin",
+    )
+    assert steps == [("excluded", officer.id)]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def test_a_batch_may_raise_more_flags_than_one_statement_carries(session) -> None:

@@ -26,6 +26,7 @@ from services.payments import service as payments
 from services.payments.models import StripeEvent
 from services.schema import upgrade
 from services.users.models import Role, User
+from tests.committed import wait_for_a_lock_wait
 from tests.conftest import _PASSWORD_HASH, JWT_SECRET, create_database, drop_database
 from tests.factories import Builder, build_regions
 from tests.fakes.stripe_server import make_event
@@ -260,20 +261,6 @@ async def test_expiry_run_twice_at_once_returns_stock_exactly_once(live):
     assert await counts(live, product) == (10, 0, 0, 3)
 
 
-async def _wait_for_a_lock_wait(factory: Any) -> None:
-    """Until another backend of this database waits for a row lock (the webhook's)."""
-    probe = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-    )
-    async with factory() as session:
-        for _ in range(1_000):
-            if await session.scalar(probe):
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("the webhook never waited for the order's lock")
-
-
 async def stripe_order(live: dict[str, Any], buyer: User, product: Product, qty: int) -> Any:
     placed = await live["client"].post(
         "/v1/checkout",
@@ -304,7 +291,7 @@ async def webhook_behind_the_orders_lock(
         webhook = asyncio.create_task(
             live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
         )
-        await _wait_for_a_lock_wait(live["factory"])
+        await wait_for_a_lock_wait(live["factory"], "the webhook never waited for the order's lock")
         yield session, webhook
 
 
