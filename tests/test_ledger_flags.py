@@ -686,13 +686,27 @@ async def live(server_url: str, tmp_path: Any) -> AsyncIterator[dict[str, Any]]:
         }
 
 
-async def test_concurrent_recognitions_see_each_others_income(live) -> None:
+async def live_sole_supply(live: dict[str, Any], head: str) -> tuple[Any, Household, Any]:
+    """Committing users, and a household that supplies all of a product, committed."""
     users = CommittingUsers(live["session"], live["settings"])
     world = await users.builder()
     coop = await world.cooperative()
-    household = await world.household(head="郑和平")
+    household = await world.household(head=head)
     product = await supplied_product(world, coop, [(household, 10_000)])
     await live["session"].commit()
+    return users, household, product
+
+
+async def recognise_alone(live: dict[str, Any], fulfilment_id: str) -> int:
+    """One fulfilment recognised in a transaction of its own, as its outbox job does."""
+    async with live["factory"]() as session, session.begin():
+        return await ledger.recognise_fulfilment(
+            session, uuid.UUID(fulfilment_id), now=datetime.now(UTC)
+        )
+
+
+async def test_concurrent_recognitions_see_each_others_income(live) -> None:
+    users, household, product = await live_sole_supply(live, "郑和平")
     buyer = await users.make(Role.buyer)
     orders = [
         await delivered_cod_order(live["client"], users, [(product, 1)], buyer=buyer)
@@ -701,15 +715,9 @@ async def test_concurrent_recognitions_see_each_others_income(live) -> None:
     # Each sale alone (23.75 yuan) is under the minimum; both together are over it.
     flags.use_policy(FlagPolicy(dominant_buyer_min_fen=3_000))
 
-    async def recognise_alone(fulfilment_id: str) -> int:
-        async with live["factory"]() as session, session.begin():
-            return await ledger.recognise_fulfilment(
-                session, uuid.UUID(fulfilment_id), now=datetime.now(UTC)
-            )
-
     done = await asyncio.gather(
-        *(recognise_alone(o["fulfilments"][0]["id"]) for o in orders),
-        *(recognise_alone(o["fulfilments"][0]["id"]) for o in orders),
+        *(recognise_alone(live, o["fulfilments"][0]["id"]) for o in orders),
+        *(recognise_alone(live, o["fulfilments"][0]["id"]) for o in orders),
     )
     assert sorted(done) == [0, 0, 1, 1]
     async with live["factory"]() as session:
@@ -725,26 +733,14 @@ async def test_concurrent_recognitions_see_each_others_income(live) -> None:
 async def test_the_rule_does_not_withdraw_a_flag_an_officer_ruled_while_it_ran(live) -> None:
     """The recognition read the flag as open, then waits for its row while an officer's
     ruling holds it; after the ruling commits, the withdrawal finds it ruled and leaves it."""
-    users = CommittingUsers(live["session"], live["settings"])
-    world = await users.builder()
-    coop = await world.cooperative()
-    household = await world.household(head="陈默")
-    product = await supplied_product(world, coop, [(household, 10_000)])
-    await live["session"].commit()
+    users, _, product = await live_sole_supply(live, "陈默")
     flags.use_policy(FlagPolicy(dominant_buyer_min_fen=500))
     x = await users.make(Role.buyer)
     first = await delivered_cod_order(live["client"], users, [(product, 1)], buyer=x)
     # y's purchase brings x to half: recognising it would withdraw x's flag.
     other = await delivered_cod_order(live["client"], users, [(product, 1)])
     officer = await users.make(Role.officer)
-
-    async def recognise_alone(order: dict[str, Any]) -> int:
-        async with live["factory"]() as session, session.begin():
-            return await ledger.recognise_fulfilment(
-                session, uuid.UUID(order["fulfilments"][0]["id"]), now=datetime.now(UTC)
-            )
-
-    await recognise_alone(first)
+    await recognise_alone(live, first["fulfilments"][0]["id"])
     async with live["factory"]() as session:
         [flag] = await all_flags(session, FlagRule.dominant_buyer)
     assert flag.status is FlagStatus.open
@@ -752,7 +748,7 @@ async def test_the_rule_does_not_withdraw_a_flag_an_officer_ruled_while_it_ran(l
         await flags.rule(
             ruling, officer, flag.id, ruling=FlagStatus.excluded, reason="his cousin", now=now()
         )
-        recognition = asyncio.create_task(recognise_alone(other))
+        recognition = asyncio.create_task(recognise_alone(live, other["fulfilments"][0]["id"]))
         await wait_for_a_lock_wait(live["factory"], "the recognition did not wait for the ruling")
     assert await recognition == 1
     async with live["factory"]() as session:
