@@ -117,8 +117,8 @@ def embedded_postgres(data_dir: Path, database: str = DATABASE) -> Iterator[str]
         # other process holds it; otherwise they apply at its next start.
         server.cleanup()
         server = get_server(data_dir / "postgres", cleanup_mode="stop")
-    socket_dir = server.get_postmaster_info().socket_dir
-    port = server.get_postmaster_info().port
+        info = server.get_postmaster_info()
+    socket_dir, port = info.socket_dir, info.port
     url = URL.create(
         "postgresql+asyncpg",
         username="postgres",

@@ -42,6 +42,7 @@ import asyncpg
 from app.settings import Settings
 from bench.datagen import GIVEN, SURNAMES
 from bench.db import connect, with_database
+from services.ledger.flags import HOLDING
 from services.ledger.service import CHINA
 
 GROUPS = ("ledger",)
@@ -810,7 +811,7 @@ SELECT (SELECT count(*) FROM ledger_entries) AS entries,
        (SELECT count(*) FROM (SELECT DISTINCT fl.line_id, fl.household_id
                               FROM attribution_flag_lines fl
                               JOIN attribution_flags f ON f.id = fl.flag_id
-                              WHERE f.status IN ('open', 'excluded')) h) AS flagged_parts,
+                              WHERE f.status = ANY($1::text[])) h) AS flagged_parts,
        (SELECT count(*) FROM jobs WHERE kind = 'settlements.transfer') AS transfer_jobs,
        pg_total_relation_size('ledger_entries') AS ledger_bytes
 """
@@ -842,7 +843,11 @@ async def ledger_facts(url: str) -> dict[str, Any]:
     state."""
     conn = await connect(url)
     try:
-        facts: dict[str, Any] = {k: int(v) for k, v in (await conn.fetchrow(_FACTS) or {}).items()}
+        # $1: the statuses of a flag that hold income back (flags.counted()'s rule).
+        holding = [status.value for status in HOLDING]
+        facts: dict[str, Any] = {
+            k: int(v) for k, v in (await conn.fetchrow(_FACTS, holding) or {}).items()
+        }
         facts["expected_net_fen"] = int(await conn.fetchval(_NET))
         facts["flags"] = {
             f"{row['rule']} {row['status']}": int(row["n"])

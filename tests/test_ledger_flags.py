@@ -746,7 +746,12 @@ async def test_the_rule_does_not_withdraw_a_flag_an_officer_ruled_while_it_ran(l
     assert flag.status is FlagStatus.open
     async with live["factory"]() as ruling, ruling.begin():
         await flags.rule(
-            ruling, officer, flag.id, ruling=FlagStatus.excluded, reason="his cousin", now=now()
+            ruling,
+            officer,
+            flag.id,
+            ruling=FlagStatus.excluded,
+            reason="his cousin",
+            now=datetime.now(UTC),
         )
         recognition = asyncio.create_task(recognise_alone(live, other["fulfilments"][0]["id"]))
         await wait_for_a_lock_wait(live["factory"], "the recognition did not wait for the ruling")
@@ -760,10 +765,6 @@ async def test_the_rule_does_not_withdraw_a_flag_an_officer_ruled_while_it_ran(l
         "his cousin",
     )
     assert steps == [("excluded", officer.id)]
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def test_a_batch_may_raise_more_flags_than_one_statement_carries(session) -> None:

@@ -28,6 +28,7 @@ from services.assessment.scope import Scope, sql_filter
 from services.assessment.thresholds import thresholds_for
 from services.households.models import HouseholdStatus
 from services.households.service import GUARANTEES
+from services.ledger.flags import HOLDING
 from services.pagination import Page, decode_cursor, encode_cursor
 from services.regions.codes import Level
 
@@ -60,6 +61,8 @@ COLUMNS = (
 )
 PERSONAL = frozenset({"head_name"})
 
+# The statuses of a flag that hold income back, as SQL literals (flags.counted()'s rule).
+_HOLDING = ", ".join(f"'{status.value}'" for status in HOLDING)
 _GUARANTEE_REASONS = ",\n".join(f"CASE WHEN NOT f.{g} THEN '{g}' END" for g in GUARANTEES)
 
 _SQL = """
@@ -74,7 +77,7 @@ held AS (
     SELECT DISTINCT fl.line_id, fl.household_id
     FROM attribution_flag_lines fl
     JOIN attribution_flags f ON f.id = fl.flag_id
-    WHERE f.status IN ('open', 'excluded') AND {flag_scope}
+    WHERE f.status IN ({holding}) AND {flag_scope}
 ),
 ledger AS (
     -- One row per household with both years side by side: one pass, one join.
@@ -257,6 +260,7 @@ def household_year_sql(
             if filters.on_verdicts or not limit_clause
             else f"ORDER BY h.village_code, h.id\n    {limit_clause}"
         ),
+        holding=_HOLDING,
         flag_scope=sql_filter("f", village_column=None),
         ledger_scope=sql_filter("e", village_column=None),
         income_scope=sql_filter("i", village_column=None),
