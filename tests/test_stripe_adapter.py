@@ -40,10 +40,6 @@ REFUND = "POST /v1/refunds"
 
 MakeGateway = Callable[..., StripeGateway]
 
-# stripe-python's HTTPXClient hands httpx the encoded form as `data=<str>`, which
-# httpx 0.28 deprecates; it is the library's call, not ours.
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
-
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeStripeServer]:
