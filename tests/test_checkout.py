@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -10,8 +12,11 @@ from sqlalchemy import func, select
 
 from app.main import create_app
 from services.catalog.models import Product
-from services.orders.models import Order, OrderLine
+from services.errors import Conflict
+from services.orders.models import Order, OrderLine, OrderStatus
+from services.payments import service as payments
 from services.payments.models import Payment
+from services.payments.stripe import Intent, StripeGateway
 from services.users.models import Role
 from tests.orders_helpers import cart, key, shelf_with_shares
 
@@ -307,3 +312,98 @@ async def test_stripe_down_keeps_the_order_and_a_retry_completes_it(
     )
     assert orders_made == 1
     assert (await stock_of(session, shelf["chicken"]))[:2] == (9, 1)
+
+
+class _CancelledWhileStripeAnswers(StripeGateway):
+    """The real gateway to the fake Stripe, except that the buyer cancels the order (as
+    the reservation sweep or a second tab could) after it is placed and before Stripe's
+    answer comes back."""
+
+    def __init__(self, gateway: StripeGateway, cancel: Callable[[str], Awaitable[None]]):
+        self.__dict__.update(gateway.__dict__)
+        self._cancel = cancel
+
+    async def create_payment_intent(self, **kwargs: Any) -> Intent:
+        await self._cancel(kwargs["metadata"]["order_id"])
+        return await super().create_payment_intent(**kwargs)
+
+
+async def test_an_order_cancelled_while_stripe_answers_is_not_payable(
+    stripe_settings, sessionmaker, users, shelf, session, fake_stripe
+):
+    application = create_app(stripe_settings)
+    application.state.sessionmaker = sessionmaker
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    buyer = await users.make(Role.buyer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+        async def cancel(order_id: str) -> None:
+            answer = await client.post(f"/v1/orders/{order_id}/cancel", headers=users.auth(buyer))
+            assert answer.status_code == 200, answer.text
+
+        real = application.state.stripe
+        application.state.stripe = _CancelledWhileStripeAnswers(real, cancel)
+        try:
+            response = await client.post(
+                "/v1/checkout",
+                headers=users.auth(buyer) | key(),
+                json=cart((shelf["chicken"], 2), method="stripe"),
+            )
+        finally:
+            await real.aclose()
+    assert response.status_code == 409, response.text
+    problem = response.json()
+    assert problem["type"] == "/problems/order-not-payable"
+    assert problem["detail"] == "This order is cancelled already."
+    # The intent was not bound: the transaction that would have bound it rolled back.
+    payment = (
+        await session.execute(
+            select(Payment.provider_payment_id, Order.status)
+            .join(Order, Order.id == Payment.order_id)
+            .where(Order.buyer_id == buyer.id)
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+    assert tuple(payment) == (None, OrderStatus.cancelled)
+    assert (await stock_of(session, shelf["chicken"]))[:2] == (10, 0)
+
+
+async def test_binding_an_intent_locks_the_order_and_refuses_another_intent(
+    stripe_client, users, shelf, session, fake_stripe
+):
+    """`bind_intent` binds the placed order's payment once; another intent does not bind,
+    and the entities' path then names the mismatch."""
+    buyer = await users.make(Role.buyer)
+    fake_stripe.state.fail_next(3, status=500, endpoint="POST /v1/payment_intents")
+    failed = await stripe_client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 1), method="stripe"),
+    )
+    assert failed.status_code == 503, failed.text
+    order_id = uuid.UUID(failed.json()["order_id"])
+    assert await payments.bind_intent(session, order_id, "pi_first") is OrderStatus.awaiting_payment
+    bound = await session.scalar(select(Payment.updated_at).where(Payment.order_id == order_id))
+    # Again with the same intent: still bound, and the row's updated_at is left alone.
+    assert await payments.bind_intent(session, order_id, "pi_first") is OrderStatus.awaiting_payment
+    assert (
+        await session.scalar(
+            select(Payment.updated_at)
+            .where(Payment.order_id == order_id)
+            .execution_options(populate_existing=True)
+        )
+        == bound
+    )
+    assert await payments.bind_intent(session, order_id, "pi_second") is None
+    second = Intent(
+        id="pi_second",
+        status="requires_payment_method",
+        amount=1,
+        currency="CNY",
+        client_secret="pi_second_secret_x",
+        metadata={},
+    )
+    with pytest.raises(Conflict) as refused:
+        await payments.record_intent(session, order_id, second)
+    assert refused.value.extra["reason"] == "intent-mismatch"
+    assert await payments.bind_intent(session, uuid.uuid4(), "pi_first") is None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.db import driver_connection
@@ -86,11 +86,8 @@ async def claim(
 async def attach(
     session: AsyncSession, *, owner_id: uuid.UUID, key: str, resource_id: uuid.UUID
 ) -> None:
-    await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.owner_id == owner_id, IdempotencyKey.key == key)
-        .values(resource_id=resource_id)
-    )
+    """Name what the key's request made, before its answer is known (a Stripe checkout)."""
+    await (await driver_connection(session)).execute(_ATTACH, owner_id, key, resource_id)
 
 
 async def complete(
@@ -109,7 +106,7 @@ async def complete(
     )
 
 
-# Fixed SQL on the driver: every checkout runs both, and building them per call
+# Fixed SQL on the driver: every checkout runs these, and building them per call
 # with the ORM cost more Python than the rest of the claim.
 _CLAIM = """
 INSERT INTO idempotency_keys AS k (owner_id, key, scope, request_hash, created_at)
@@ -120,6 +117,9 @@ ON CONFLICT (owner_id, key) DO UPDATE
        response_body = NULL, completed_at = NULL
  WHERE k.created_at < $6
 RETURNING k.key
+"""
+_ATTACH = """
+UPDATE idempotency_keys SET resource_id = $3 WHERE owner_id = $1 AND key = $2
 """
 _COMPLETE = """
 UPDATE idempotency_keys

@@ -136,18 +136,28 @@ async def _attach_intent(
             retry_after=30,
         ) from exc
     async with sessionmaker() as session, session.begin():
-        order = await orders.lock_order(session, order_id)
-        payment = await payments.record_intent(session, order_id, intent)
-        if order.status is not OrderStatus.awaiting_payment:
+        # The request that placed the order binds the intent in one statement; a retry
+        # carrying on, or a payment that will not bind, goes through the entities.
+        status = None
+        if placed is not None:
+            status = await payments.bind_intent(session, order_id, intent.id)
+        if status is None:
+            order = await orders.lock_order(session, order_id)
+            await payments.record_intent(session, order_id, intent)
+            status = order.status
+        if status is not OrderStatus.awaiting_payment:
             raise Conflict(
-                f"This order is {order.status.value} already.",
+                f"This order is {status.value} already.",
                 reason="order-not-payable",
                 order_id=str(order_id),
             )
         if placed is not None:
-            # Until it is paid or cancelled, an order's fulfilments and lines stay as they
-            # were placed (and this transaction holds its lock): no need to read them again.
-            shown = orders.OrderView(order, placed.fulfilments, placed.lines, payment)
+            # Until it is paid or cancelled, an order (still awaiting payment, under this
+            # transaction's lock), its fulfilments and lines stay as they were placed: no
+            # need to read them again.
+            if placed.payment is not None:
+                placed.payment.provider_payment_id = intent.id
+            shown = orders.OrderView(order, placed.fulfilments, placed.lines, placed.payment)
         else:
             shown = await orders.view(session, order)
         body = render(shown, intent.client_secret)

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services import money
-from services.db import autocommit_driver, transaction, utcnow
+from services.db import autocommit_driver, driver_connection, transaction, utcnow
 from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.ledger import service as ledger
 from services.orders import service as orders
@@ -81,6 +81,34 @@ async def record_intent(session: AsyncSession, order_id: uuid.UUID, intent: Inte
     # Written now: later reads use populate_existing and would drop an unflushed change.
     await session.flush()
     return payment
+
+
+# The order's lock first (as every path that locks an order and its payment), then the
+# payment's row: UPDATE ... FROM the locked order takes the payment's lock only once the
+# join has the order. updated_at moves only when the intent is new.
+_BIND_INTENT = """
+WITH o AS (SELECT id, status FROM orders WHERE id = $1 FOR UPDATE)
+UPDATE payments p
+   SET provider_payment_id = $2,
+       updated_at = CASE WHEN p.provider_payment_id IS NULL THEN now() ELSE p.updated_at END
+  FROM o
+ WHERE p.order_id = o.id AND coalesce(p.provider_payment_id, $2) = $2
+RETURNING o.status
+"""
+
+
+async def bind_intent(
+    session: AsyncSession, order_id: uuid.UUID, intent_id: str
+) -> OrderStatus | None:
+    """`record_intent` in one statement, for the request that just placed the order.
+
+    Locks the order and binds its payment to the intent; answers the order's status
+    under that lock. None when there is nothing to bind (no payment, or one bound to
+    another intent): the caller takes `lock_order` and `record_intent`, which say why.
+    """
+    driver = await driver_connection(session)
+    status = await driver.fetchval(_BIND_INTENT, order_id, intent_id)
+    return None if status is None else OrderStatus(status)
 
 
 # --- Stripe events -----------------------------------------------------------------
