@@ -368,7 +368,7 @@ async def test_an_order_cancelled_while_stripe_answers_is_not_payable(
     assert (await stock_of(session, shelf["chicken"]))[:2] == (10, 0)
 
 
-async def test_binding_an_intent_locks_the_order_and_refuses_another_intent(
+async def test_binding_an_intent_binds_once_and_refuses_another_intent(
     stripe_client, users, shelf, session, fake_stripe
 ):
     """`bind_intent` binds the placed order's payment once; another intent does not bind,

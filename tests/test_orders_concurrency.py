@@ -21,7 +21,7 @@ from services.db import create_engine, session_factory
 from services.jobs.service import enqueue
 from services.orders import flows
 from services.orders import service as orders
-from services.orders.models import OrderLine
+from services.orders.models import OrderLine, OrderStatus
 from services.payments import service as payments
 from services.payments.models import StripeEvent
 from services.schema import upgrade
@@ -312,6 +312,31 @@ async def test_a_payment_reported_while_the_buyer_cancels_waits_for_the_order_th
     assert answer.status_code == 200
     assert answer.json()["outcome"] == "late-payment-refunded"
     assert await counts(live, product) == (5, 0, 0, 1)
+
+
+async def test_binding_an_intent_waits_for_the_order_before_it_locks_the_payment(live):
+    """`bind_intent` keeps the order-first lock order of every other path: while another
+    transaction holds the order, the binding waits without holding the payment."""
+    product = await new_product(live, stock=5)
+    order = await stripe_order(live, live["buyers"][8], product, 1)
+    order_id = uuid.UUID(order["id"])
+    intent_id = order["client_secret"].split("_secret_")[0]
+
+    async def bind() -> OrderStatus | None:
+        async with live["factory"]() as session, session.begin():
+            return await payments.bind_intent(session, order_id, intent_id)
+
+    async with live["factory"]() as holder, holder.begin():
+        await holder.execute(text("SELECT set_config('lock_timeout', '5s', true)"))
+        await orders.lock_order(holder, order_id)
+        binding = asyncio.create_task(bind())
+        await wait_for_a_lock_wait(live["factory"], "the binding never waited for the order")
+        # Had the binding locked the payment first, this would fail at once.
+        await holder.execute(
+            text("SELECT 1 FROM payments WHERE order_id = :order FOR UPDATE NOWAIT"),
+            {"order": order_id},
+        )
+    assert await binding is OrderStatus.awaiting_payment
 
 
 async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(live):
