@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -16,19 +15,24 @@ from services.errors import Conflict
 from services.orders.models import Order, OrderLine, OrderStatus
 from services.payments import service as payments
 from services.payments.models import Payment
-from services.payments.stripe import Intent, StripeGateway
+from services.payments.stripe import Intent
 from services.users.models import Role
 from tests.orders_helpers import cart, key, shelf_with_shares
 
 
 @pytest.fixture
-async def stripe_client(stripe_settings, sessionmaker):
+async def stripe_app(stripe_settings, sessionmaker):
     application = create_app(stripe_settings)
     application.state.sessionmaker = sessionmaker
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    yield application
+    await application.state.stripe.aclose()
+
+
+@pytest.fixture
+async def stripe_client(stripe_app):
+    transport = httpx.ASGITransport(app=stripe_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
-    await application.state.stripe.aclose()
 
 
 @pytest.fixture
@@ -314,43 +318,29 @@ async def test_stripe_down_keeps_the_order_and_a_retry_completes_it(
     assert (await stock_of(session, shelf["chicken"]))[:2] == (9, 1)
 
 
-class _CancelledWhileStripeAnswers(StripeGateway):
-    """The real gateway to the fake Stripe, except that the buyer cancels the order (as
-    the reservation sweep or a second tab could) after it is placed and before Stripe's
-    answer comes back."""
-
-    def __init__(self, gateway: StripeGateway, cancel: Callable[[str], Awaitable[None]]):
-        self.__dict__.update(gateway.__dict__)
-        self._cancel = cancel
-
-    async def create_payment_intent(self, **kwargs: Any) -> Intent:
-        await self._cancel(kwargs["metadata"]["order_id"])
-        return await super().create_payment_intent(**kwargs)
-
-
 async def test_an_order_cancelled_while_stripe_answers_is_not_payable(
-    stripe_settings, sessionmaker, users, shelf, session, fake_stripe
+    stripe_app, stripe_client, users, shelf, session, monkeypatch
 ):
-    application = create_app(stripe_settings)
-    application.state.sessionmaker = sessionmaker
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
     buyer = await users.make(Role.buyer)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    gateway = stripe_app.state.stripe
+    ask_stripe = gateway.create_payment_intent
 
-        async def cancel(order_id: str) -> None:
-            answer = await client.post(f"/v1/orders/{order_id}/cancel", headers=users.auth(buyer))
-            assert answer.status_code == 200, answer.text
+    async def cancelled_meanwhile(**request: Any) -> Intent:
+        # The buyer cancels the placed order (as the reservation sweep or a second tab
+        # could) before Stripe's answer comes back; Stripe is still asked, over HTTP.
+        order_id = request["metadata"]["order_id"]
+        answer = await stripe_client.post(
+            f"/v1/orders/{order_id}/cancel", headers=users.auth(buyer)
+        )
+        assert answer.status_code == 200, answer.text
+        return await ask_stripe(**request)
 
-        real = application.state.stripe
-        application.state.stripe = _CancelledWhileStripeAnswers(real, cancel)
-        try:
-            response = await client.post(
-                "/v1/checkout",
-                headers=users.auth(buyer) | key(),
-                json=cart((shelf["chicken"], 2), method="stripe"),
-            )
-        finally:
-            await real.aclose()
+    monkeypatch.setattr(gateway, "create_payment_intent", cancelled_meanwhile)
+    response = await stripe_client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((shelf["chicken"], 2), method="stripe"),
+    )
     assert response.status_code == 409, response.text
     problem = response.json()
     assert problem["type"] == "/problems/order-not-payable"
@@ -382,18 +372,11 @@ async def test_binding_an_intent_binds_once_and_refuses_another_intent(
     )
     assert failed.status_code == 503, failed.text
     order_id = uuid.UUID(failed.json()["order_id"])
+    bound = select(Payment.provider_payment_id).where(Payment.order_id == order_id)
     assert await payments.bind_intent(session, order_id, "pi_first") is OrderStatus.awaiting_payment
-    bound = await session.scalar(select(Payment.updated_at).where(Payment.order_id == order_id))
-    # Again with the same intent: still bound, and the row's updated_at is left alone.
+    assert await session.scalar(bound) == "pi_first"
+    # Again with the same intent (a concurrent retry that bound it first): still bound.
     assert await payments.bind_intent(session, order_id, "pi_first") is OrderStatus.awaiting_payment
-    assert (
-        await session.scalar(
-            select(Payment.updated_at)
-            .where(Payment.order_id == order_id)
-            .execution_options(populate_existing=True)
-        )
-        == bound
-    )
     assert await payments.bind_intent(session, order_id, "pi_second") is None
     second = Intent(
         id="pi_second",
@@ -406,4 +389,5 @@ async def test_binding_an_intent_binds_once_and_refuses_another_intent(
     with pytest.raises(Conflict) as refused:
         await payments.record_intent(session, order_id, second)
     assert refused.value.extra["reason"] == "intent-mismatch"
+    assert await session.scalar(bound) == "pi_first"
     assert await payments.bind_intent(session, uuid.uuid4(), "pi_first") is None
