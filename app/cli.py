@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from app import collector
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -272,29 +273,6 @@ def ledger_recognise(batch_size: int, workers: int) -> None:
         asyncio.run(_recognise_backlog(settings, batch_size, workers))
 
 
-@contextmanager
-def collecting_between_batches() -> Iterator[None]:
-    """The cyclic garbage collector tuned for work in large batches, until the block ends.
-
-    A recognition batch holds hundreds of thousands of rows, lines and ids alive at once.
-    With the default thresholds (a collection every 700 allocations, a full one every
-    hundred of those) the collector traversed them over and over while they were being
-    built: 40% of `ledger-recognise`'s CPU, measured on a 300,000-line backlog. The
-    batches make next to no reference cycles, so the caller collects once a batch
-    (`gc.collect()`, a few hundredths of a second) instead, and what was loaded before
-    the block is frozen out of every collection.
-    """
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 1_000)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
-
-
 async def _recognise_backlog(settings: Settings, batch_size: int, workers: int) -> None:
     from app.api.attribution import policy_from
     from services.db import create_engine, session_factory, transaction
@@ -329,7 +307,9 @@ async def _recognise_backlog(settings: Settings, batch_size: int, workers: int) 
                 rate = total / max(time.monotonic() - started, 1e-9)
                 click.echo(f"recognised {lines} lines ({total} in all, {rate:,.0f} lines/s)")
 
-        with collecting_between_batches():
+        # The batches' rows would keep the garbage collector busy: it collects once a
+        # batch instead (app.collector).
+        with collector.tuned(collector.BATCHES):
             await asyncio.gather(*(work() for _ in range(workers)))
         backfilled = 0
         while True:

@@ -14,7 +14,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from app import errors, openapi
+from app import collector, errors, openapi
 from app.api import (
     assessment,
     assessment_regions,
@@ -147,8 +147,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with in_process_worker(app):
-            yield
+        # Everything loaded by now stays for the life of the process (app.collector).
+        with collector.tuned(collector.REQUESTS):
+            async with in_process_worker(app):
+                yield
         if app.state.stripe is not None:
             await app.state.stripe.aclose()
         await app.state.engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text, update
 
 from app.api.attribution import policy_from
-from app.cli import _recognise_backlog, collecting_between_batches
+from app.cli import _recognise_backlog
 from app.settings import Settings
 from services.households.models import Household
 from services.ledger import audit, flag_rules, flags, totals
@@ -805,17 +804,6 @@ async def test_backlog_workers_recognise_every_fulfilment_once(live) -> None:
         held = await session.scalar(select(func.sum(LedgerEntry.amount_fen)))
         assert held == sum(ledger.net_after(x.gross_fen, x.fee_fen, x.refunded_fen) for x in lines)
         assert await audit.audit(session, now=datetime.now(UTC)) == []
-
-
-def test_the_backlog_command_tunes_the_garbage_collector_only_while_it_recognises() -> None:
-    """The command collects once a batch instead of every few hundred allocations; the
-    process it runs in (a test session, say) gets its collector back as it was."""
-    before = gc.get_threshold()
-    with collecting_between_batches():
-        assert gc.get_threshold()[0] >= 100 * before[0]
-        assert gc.get_freeze_count() > 0  # what was loaded before is left out
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0
 
 
 async def test_the_dominant_buyer_query_probes_each_households_top_buyers_in_any_plan(
