@@ -183,7 +183,8 @@ async def _work(settings: Settings, concurrency: int) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
-        with contextlib.suppress(asyncio.CancelledError):
+        # Tuned as the API processes are, whose in-process worker this one replaces.
+        with collector.tuned(collector.REQUESTS), contextlib.suppress(asyncio.CancelledError):
             await running
     finally:
         if gateway is not None:
