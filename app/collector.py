@@ -29,7 +29,11 @@ BATCHES = (100_000, 50, 1_000)
 @contextmanager
 def tuned(thresholds: tuple[int, int, int]) -> Iterator[None]:
     """Freeze what is alive now and collect at `thresholds` (`gc.set_threshold`) until the
-    block ends; then the thresholds are set back and what was frozen is collectable again."""
+    block ends; then the thresholds are set back and what was frozen is collectable again.
+
+    One block at a time in a process: freezing and unfreezing act on the whole process,
+    so an inner block's end would unfreeze what the outer one froze.
+    """
     before = gc.get_threshold()
     gc.collect()
     gc.freeze()
