@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench import datagen, load
+from bench import cpu, datagen, load
 from bench.db import connect, sessions_opened
 from services.users.tokens import issue_token
 from tests.fakes.stripe_server import FakeStripe, make_event, sign
@@ -85,6 +85,7 @@ class LoadSettings:
     engine: str
     webhook_events: int  # per measured webhook run; 0: as many as the duration needs
     seed: int
+    roots: cpu.Roots | None = None  # whose CPU a measured run reports
 
 
 @dataclass(slots=True)
@@ -549,6 +550,7 @@ class Orders:
             expect=expect,
             check=check,
             engine=s.engine,
+            roots=s.roots,
         )
         opened = await sessions_opened(self.url) - opened - 1  # this probe's own session
         return result, opened
@@ -558,7 +560,9 @@ class Orders:
             f"  {name:<24} {result.clients:>4} clients  {result.requests_per_s:>8.1f} {unit}"
             f"  p50 {result.p50_ms:>7.2f}  p95 {result.p95_ms:>7.2f}  p99 {result.p99_ms:>7.2f}"
             f" ms  errors {result.errors}  client cpu {result.client_cpu_cores:.2f}"
-            f"  new db sessions {opened}" + (f"  {result.statuses}" if result.errors else "")
+            f"  new db sessions {opened}"
+            + result.cpu_line()
+            + (f"  {result.statuses}" if result.errors else "")
         )
 
     async def database_check(self) -> dict[str, Any]:

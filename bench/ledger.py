@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 
 from app.settings import Settings
+from bench import cpu
 from bench.datagen import GIVEN, SURNAMES
 from bench.db import connect, with_database
 from services.ledger.flags import HOLDING
@@ -545,17 +546,6 @@ async def backlog(url: str, lines: int, *, seed: int, now: datetime) -> dict[str
 # --- running the commands --------------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, user + system CPU ticks) of a process, or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12])
-
-
 def _memory_mb(pid: int) -> tuple[float, float] | None:
     """(resident set, its high-water mark since the process's exec), in MB."""
     found = {}
@@ -570,13 +560,6 @@ def _memory_mb(pid: int) -> tuple[float, float] | None:
     if len(found) < 2:
         return None  # exiting: its memory is gone already
     return found["VmRSS"], found["VmHWM"]
-
-
-def _machine_busy_ticks() -> int:
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values[:8]) - idle
 
 
 class Watch(threading.Thread):
@@ -597,19 +580,12 @@ class Watch(threading.Thread):
         self.peak_mb = 0.0
         self.first: dict[int, int] = self._postgres() if postmaster else {}
         self.last: dict[int, int] = dict(self.first)
-        self.busy_first = _machine_busy_ticks()
+        self.busy_first = cpu.machine_busy_ticks()
         self.busy_last = self.busy_first
 
     def _postgres(self) -> dict[int, int]:
-        found = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            pid = int(entry)
-            stat = _proc_stat(pid)
-            if stat and (pid == self.postmaster or stat[0] == self.postmaster):
-                found[pid] = stat[1]
-        return found
+        assert self.postmaster is not None
+        return cpu.tree_ticks({"postgres": self.postmaster})["postgres"]
 
     def run(self) -> None:
         while not self.stopped.wait(POLL_S):
@@ -619,14 +595,14 @@ class Watch(threading.Thread):
                 self.peak_mb = max(self.peak_mb, memory[1])
             if self.postmaster:
                 self.last |= self._postgres()
-            self.busy_last = _machine_busy_ticks()
+            self.busy_last = cpu.machine_busy_ticks()
 
     def stop(self) -> None:
         self.stopped.set()
         self.join()
         if self.postmaster:
             self.last |= self._postgres()
-        self.busy_last = _machine_busy_ticks()
+        self.busy_last = cpu.machine_busy_ticks()
 
     def postgres_cpu_s(self) -> float | None:
         if not self.postmaster:
@@ -789,17 +765,6 @@ def along_the_backlog(run: CommandRun, lines: int, parts: int = 10) -> list[dict
     return out
 
 
-async def postmaster_pid(url: str) -> int | None:
-    """The PostgreSQL server's main process, when this machine's /proc shows it."""
-    conn = await connect(url)
-    try:
-        # Read while the backend lives: once the connection is closed it may be gone.
-        stat = _proc_stat(int(await conn.fetchval("SELECT pg_backend_pid()")))
-    finally:
-        await conn.close()
-    return stat[0] if stat else None
-
-
 _FACTS = """
 SELECT (SELECT count(*) FROM ledger_entries) AS entries,
        (SELECT count(*) FROM ledger_entries WHERE household_id IS NOT NULL) AS household_entries,
@@ -952,7 +917,7 @@ def _recognise_and_audit(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     env = command_env(url, folder, settings)
-    postmaster = asyncio.run(postmaster_pid(url))
+    postmaster = asyncio.run(cpu.postmaster_pid(url))
     backlog_lines = asyncio.run(due_lines(url))
     load_before = [round(v, 2) for v in os.getloadavg()]
     say(f"  ledger-recognise --batch-size {batch_size}: {backlog_lines:,} lines due")

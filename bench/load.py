@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench import cpu
+
 MAX_DURATION_S = 600.0
 MAX_REQUESTS = 2_000_000
 MAX_CLIENTS = 512
@@ -54,10 +56,30 @@ class LoadResult:
     # CPU the load generator itself used, in cores: on a small machine it competes
     # with the server, and this says by how much.
     client_cpu_cores: float = 0.0
+    # CPU of the server's processes, of PostgreSQL's and of the whole machine over the
+    # same time, in cores (`bench.cpu`); None where it was not measured.
+    server_cpu_cores: float | None = None
+    postgres_cpu_cores: float | None = None
+    machine_cpu_cores: float | None = None
     load_average: tuple[float, float] = (0.0, 0.0)  # 1-minute load before and after
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def cpu_line(self) -> str:
+        """The CPU each part used, in cores, for a progress line ('' when not measured)."""
+        if self.machine_cpu_cores is None:
+            return ""
+        parts = [
+            f"{name} {value:.2f}"
+            for name, value in (
+                ("server", self.server_cpu_cores),
+                ("postgres", self.postgres_cpu_cores),
+                ("machine", self.machine_cpu_cores),
+            )
+            if value is not None
+        ]
+        return "  cpu " + ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +331,7 @@ async def run(
     expect: int = 200,
     timeout_s: float = 10.0,
     engine: str = "raw",
+    roots: cpu.Roots | None = None,
 ) -> LoadResult:
     """Send GET requests for `paths` (in turn) until the duration or the request cap is reached."""
     if not paths:
@@ -329,6 +352,7 @@ async def run(
         expect=expect,
         timeout_s=timeout_s,
         engine=engine,
+        roots=roots,
     )
 
 
@@ -343,11 +367,13 @@ async def run_calls(
     check: Check | None = None,
     timeout_s: float = 10.0,
     engine: str = "raw",
+    roots: cpu.Roots | None = None,
 ) -> LoadResult:
     """Send what `source` gives until it runs dry, the duration ends or the cap is reached.
 
     An answer counts when its status is `expect` and `check` (given the call and the
-    body) finds nothing wrong. Building a call is not part of its latency.
+    body) finds nothing wrong. Building a call is not part of its latency. With
+    `roots`, the CPU of the server's and PostgreSQL's processes is measured over the run.
     """
     check_local(base_url)
     if not 1 <= clients <= MAX_CLIENTS:
@@ -362,6 +388,7 @@ async def run_calls(
     issued = 0
     load_before = os.getloadavg()[0]
     senders = [_sender(engine, base_url, timeout_s, check is not None) for _ in range(clients)]
+    meter = cpu.start(roots)
     started = time.perf_counter()
     cpu_started = time.process_time()
     deadline = started + duration_s
@@ -395,8 +422,9 @@ async def run_calls(
     try:
         await asyncio.gather(*(worker(sender) for sender in senders))
         elapsed = max(last_answer - started, 1e-9)
-        cpu = time.process_time() - cpu_started
+        client_cpu = time.process_time() - cpu_started
     finally:
+        usage = meter.stop() if meter is not None else None
         for sender in senders:
             await sender.aclose()
     latencies.sort()
@@ -414,6 +442,15 @@ async def run_calls(
         max_ms=round(ms[-1], 2) if ms else 0.0,
         mean_ms=round(sum(ms) / ok, 2) if ok else 0.0,
         statuses=dict(statuses),
-        client_cpu_cores=round(cpu / elapsed, 2),
+        client_cpu_cores=round(client_cpu / elapsed, 2),
+        server_cpu_cores=_cores(usage, "server"),
+        postgres_cpu_cores=_cores(usage, "postgres"),
+        machine_cpu_cores=round(usage.machine_cores, 2) if usage is not None else None,
         load_average=(round(load_before, 2), round(os.getloadavg()[0], 2)),
     )
+
+
+def _cores(usage: cpu.Usage | None, group: str) -> float | None:
+    if usage is None or group not in usage.cores:
+        return None
+    return round(usage.cores[group], 3)

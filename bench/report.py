@@ -231,7 +231,7 @@ def _scenario_table(report: dict[str, Any]) -> list[str]:
             f"| {_ratio(b.get('p95_ratio'))} | {_ratio(b.get('p99_ratio'))} "
             f"| {r.get('client_cpu_cores', 0):.2f} | {r.get('db_sessions_opened', '–')} |"
         )
-    return out
+    return out + _cpu_rows(_rows(report), report["machine"]["cores"], "a request")
 
 
 def _write_rows(scenarios: list[dict[str, Any]]) -> list[str]:
@@ -279,6 +279,45 @@ def _write_rows(scenarios: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _per_op_ms(cores: float | None, per_s: float) -> str:
+    if cores is None or per_s <= 0:
+        return "–"
+    return f"{cores * 1000 / per_s:.3f}"
+
+
+def _cpu_rows(rows: list[tuple[str, dict[str, Any]]], cores: int, unit: str) -> list[str]:
+    """Where each measured run's CPU went, per operation, and what the machine could do
+    at that cost with every core busy (absent from runs before `bench.cpu` existed)."""
+    measured = [(name, r) for name, r in rows if r.get("machine_cpu_cores") is not None]
+    if not measured:
+        return []
+    out = [
+        "",
+        f"Where the CPU went, in ms of CPU per operation ({unit}): the API server's processes "
+        "(supervisor and workers, the in-process job worker included), PostgreSQL's "
+        "(postmaster and backends), the load generator, and the rest of the machine's busy "
+        "time; then the throughput this cost per operation would allow with all "
+        f"{cores} cores busy (operations/s × {cores} ÷ machine busy cores).",
+        "",
+        "| scenario | clients | per second | machine busy (cores) | API server ms | "
+        "PostgreSQL ms | load generator ms | rest ms | all ms | at all cores busy, per second |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, r in measured:
+        rate = r["requests_per_s"]
+        machine = r["machine_cpu_cores"]
+        parts = [r.get("server_cpu_cores"), r.get("postgres_cpu_cores"), r["client_cpu_cores"]]
+        rest = max(0.0, machine - sum(p for p in parts if p is not None))
+        ceiling = f"{rate * cores / machine:,.0f}" if machine > 0 else "–"
+        out.append(
+            f"| {name} | {r['clients']} | {rate:,.1f} | {machine:.2f} "
+            f"| {_per_op_ms(parts[0], rate)} | {_per_op_ms(parts[1], rate)} "
+            f"| {_per_op_ms(parts[2], rate)} | {_per_op_ms(rest, rate)} "
+            f"| {_per_op_ms(machine, rate)} | {ceiling} |"
+        )
+    return out
+
+
 def _orders_table(report: dict[str, Any]) -> list[str]:
     scenarios = report.get("orders", [])
     if not scenarios:
@@ -289,6 +328,7 @@ def _orders_table(report: dict[str, Any]) -> list[str]:
         "three rows and inserts one) at the same client count.",
         "",
         *_write_rows(scenarios),
+        *_cpu_rows(_rows(report, "orders"), report["machine"]["cores"], "an order or an event"),
     ]
     check = report.get("orders_database")
     if check:
@@ -318,6 +358,7 @@ def _tracking_table(report: dict[str, Any]) -> list[str]:
         "beside pgbench's TPC-B-like script at the same client count.",
         "",
         *_write_rows(scenarios),
+        *_cpu_rows(_rows(report, "tracking"), report["machine"]["cores"], "an event"),
     ]
     check = report.get("tracking_database")
     if check:

@@ -43,6 +43,7 @@ import httpx
 from app.settings import Settings
 from bench import (
     checkout,
+    cpu,
     datagen,
     exports,
     ledger,
@@ -334,7 +335,11 @@ async def sanity(base_url: str, scenario: scenarios.Scenario) -> list[dict[str, 
 
 
 async def measure(
-    args: argparse.Namespace, url: str, base_url: str, chosen: list[scenarios.Scenario]
+    args: argparse.Namespace,
+    url: str,
+    base_url: str,
+    chosen: list[scenarios.Scenario],
+    roots: cpu.Roots | None,
 ) -> list[dict[str, Any]]:
     out = []
     for scenario in chosen:
@@ -358,13 +363,14 @@ async def measure(
                 duration_s=args.duration,
                 max_requests=args.max_requests,
                 engine=args.engine,
+                roots=roots,
             )
             opened = await sessions_opened(url) - opened - 1  # this probe's own session
             print(
                 f"  {scenario.name:<24} {clients:>4} clients  {result.requests_per_s:>8.1f} req/s"
                 f"  p50 {result.p50_ms:>7.2f}  p95 {result.p95_ms:>7.2f}  p99 {result.p99_ms:>7.2f}"
                 f" ms  errors {result.errors}  client cpu {result.client_cpu_cores:.2f}"
-                f"  new db sessions {opened}",
+                f"  new db sessions {opened}" + result.cpu_line(),
                 flush=True,
             )
             results.append(result.as_dict() | {"db_sessions_opened": opened})
@@ -381,7 +387,12 @@ async def measure(
 
 
 async def measure_orders(
-    args: argparse.Namespace, url: str, base_url: str, jwt_secret: str, fake: FakeStripe
+    args: argparse.Namespace,
+    url: str,
+    base_url: str,
+    jwt_secret: str,
+    fake: FakeStripe,
+    roots: cpu.Roots | None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The orders and webhooks groups, then what the database holds afterwards."""
     shoppers = await checkout.load_shoppers(url, jwt_secret, args.checkout_products)
@@ -398,6 +409,7 @@ async def measure_orders(
             engine=args.engine,
             webhook_events=args.webhook_events,
             seed=args.seed,
+            roots=roots,
         ),
         say=lambda line: print(line, flush=True),
     )
@@ -409,7 +421,7 @@ async def measure_orders(
 
 
 async def measure_tracking(
-    args: argparse.Namespace, url: str, base_url: str
+    args: argparse.Namespace, url: str, base_url: str, roots: cpu.Roots | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The tracking group, then what the database holds afterwards."""
     parcels = await tracking.load_parcels(url, args.seed)
@@ -429,6 +441,7 @@ async def measure_tracking(
             engine=args.engine,
             webhook_events=args.webhook_events,
             seed=args.seed,
+            roots=roots,
         ),
         say=lambda line: print(line, flush=True),
     )
@@ -612,16 +625,22 @@ def main(argv: list[str] | None = None) -> None:
                     f"server: {server.base_url}, {args.workers} workers; fake Stripe: {fake.url}",
                     flush=True,
                 )
+                # Whose CPU each measured run reports: the server's and PostgreSQL's processes.
+                roots = cpu.Roots(server.pid, asyncio.run(cpu.postmaster_pid(url)))
                 if catalogue:
-                    report["scenarios"] = asyncio.run(measure(args, url, server.base_url, chosen))
+                    report["scenarios"] = asyncio.run(
+                        measure(args, url, server.base_url, chosen, roots)
+                    )
                 if args.groups & {"orders", "webhooks"}:
                     report["orders"], report["orders_database"] = asyncio.run(
-                        measure_orders(args, url, server.base_url, server.jwt_secret, fake.state)
+                        measure_orders(
+                            args, url, server.base_url, server.jwt_secret, fake.state, roots
+                        )
                     )
                     report["stripe_fake_calls"] = dict(fake.state.calls)
                 if "tracking" in args.groups:
                     report["tracking"], report["tracking_database"] = asyncio.run(
-                        measure_tracking(args, url, server.base_url)
+                        measure_tracking(args, url, server.base_url, roots)
                     )
             # Errors are counted by kind; the server's own words about them are here.
             report["server_log_tail"] = server.log_tail()

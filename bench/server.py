@@ -39,6 +39,7 @@ class Server:
     log: Path
     # The benchmark signs buyers' tokens with it rather than logging in (argon2 is slow).
     jwt_secret: str = field(repr=False)
+    pid: int | None = None  # the supervisor's: its workers are its children
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log, lines)
@@ -107,7 +108,7 @@ def running_server(
         )
         try:
             _wait_ready(process, base_url, ready_timeout_s, log_path)
-            yield Server(base_url, log_path, jwt_secret)
+            yield Server(base_url, log_path, jwt_secret, process.pid)
         finally:
             _stop(process)
 

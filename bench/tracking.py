@@ -388,6 +388,7 @@ class Tracking:
             max_requests=s.max_requests,
             check=check or ack_check(),
             engine=s.engine,
+            roots=s.roots,
         )
         opened = await sessions_opened(self.url) - opened - 1  # this probe's own session
         return result, opened
@@ -446,7 +447,9 @@ class Tracking:
             f"  {name:<28} {result.clients:>4} clients  {result.requests_per_s:>8.1f} events/s"
             f"  p50 {result.p50_ms:>7.2f}  p95 {result.p95_ms:>7.2f}  p99 {result.p99_ms:>7.2f}"
             f" ms  errors {result.errors}  client cpu {result.client_cpu_cores:.2f}"
-            f"  new db sessions {opened}" + (f"  {result.statuses}" if result.errors else "")
+            f"  new db sessions {opened}"
+            + result.cpu_line()
+            + (f"  {result.statuses}" if result.errors else "")
         )
 
     async def database_check(self) -> dict[str, Any]:
