@@ -7,7 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, cast
+from functools import cache
+from typing import Any, ClassVar, TypeVar, cast
 
 import asyncpg
 from sqlalchemy import DateTime, Enum, MetaData, TextClause, func
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -43,6 +45,32 @@ class UUIDPrimaryKey:
 class Timestamps:
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+_Model = TypeVar("_Model", bound="Base")
+
+
+def built(model: type[_Model], /, **values: Any) -> _Model:
+    """An instance holding `values` as if loaded, made without the ORM's constructor.
+
+    For hot paths whose rows are written or read by fixed SQL and never join a
+    session: the declarative constructor sends every attribute through the ORM's
+    change tracking (about 1.4 µs an attribute, some 30 µs for an order), which
+    such an instance never uses. Reading works as on any instance; setting an
+    attribute afterwards is tracked as usual. Give every column the reader needs:
+    an attribute left out reads as None, as on a new instance.
+    """
+    unknown = values.keys() - _attributes(model)
+    if unknown:
+        raise TypeError(f"{model.__name__} has no attribute {sorted(unknown)[0]!r}")
+    instance = manager_of_class(model).new_instance()
+    instance.__dict__.update(values)
+    return instance
+
+
+@cache
+def _attributes(model: type[Base]) -> frozenset[str]:
+    return frozenset(model.__mapper__.attrs.keys())
 
 
 def text_enum(cls: type[enum.Enum], name: str, length: int = 20) -> Enum:

@@ -7,10 +7,18 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.db import autocommit_driver, create_engine, driver_connection, session_factory
+from services.db import (
+    autocommit_driver,
+    built,
+    create_engine,
+    driver_connection,
+    session_factory,
+)
+from services.orders.models import OrderEvent
+from services.users.models import Role, User
 
 
 @pytest.fixture
@@ -64,3 +72,44 @@ async def test_a_driver_statement_first_in_a_session_joins_its_transaction(one_c
     async with one_connection() as session:
         found = await session.scalar(text("SELECT to_regclass(:name)"), {"name": name})
     assert found is None
+
+
+def test_a_built_instance_reads_what_it_was_given_and_tracks_later_changes() -> None:
+    buyer = uuid.uuid4()
+    event = built(OrderEvent, order_id=buyer, from_status=None, to_status="confirmed")
+
+    assert (event.order_id, event.from_status, event.to_status) == (buyer, None, "confirmed")
+    assert event.reason is None  # left out: read as on a new instance
+    assert inspect(event).transient
+    event.reason = "checkout"
+    assert inspect(event).attrs.reason.history.added == ["checkout"]
+
+
+def test_building_with_an_attribute_the_model_lacks_is_refused_as_the_constructor_does() -> None:
+    with pytest.raises(TypeError, match="no attribute 'colour'"):
+        built(OrderEvent, order_id=uuid.uuid4(), colour="red")
+    with pytest.raises(TypeError):
+        OrderEvent(order_id=uuid.uuid4(), colour="red")
+
+
+async def test_a_built_instance_can_still_be_added_to_a_session_and_written(
+    session: AsyncSession,
+) -> None:
+    user = built(
+        User,
+        id=uuid.uuid4(),
+        email=f"built-{uuid.uuid4().hex}@example.cn",
+        password_hash="x",
+        role=Role.buyer,
+        display_name="Built",
+        phone=None,
+        county_code=None,
+        cooperative_id=None,
+        site_id=None,
+        is_active=True,
+    )
+    session.add(user)
+    await session.flush()
+
+    stored = await session.scalar(select(User.display_name).where(User.id == user.id))
+    assert stored == "Built"

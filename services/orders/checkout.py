@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
 from services.catalog import service as catalog
-from services.db import Base, driver_connection
+from services.db import Base, built, driver_connection
 from services.errors import Invalid, NotFound
 from services.orders.models import (
     DeliveryType,
@@ -116,7 +116,8 @@ async def place_order(
     shares = await catalog.shares_in_force(session, [p for p, _ in wanted], now)
 
     stripe = cart.payment_method is PaymentMethod.stripe
-    order = Order(
+    order = built(
+        Order,
         id=uuid.uuid4(),
         buyer_id=buyer.id,
         payment_method=cart.payment_method,
@@ -146,7 +147,8 @@ async def place_order(
         product = reserved[product_id]
         fulfilment = fulfilments.get(product.cooperative_id)
         if fulfilment is None:
-            fulfilment = Fulfilment(
+            fulfilment = built(
+                Fulfilment,
                 id=uuid.uuid4(),
                 order_id=order.id,
                 cooperative_id=product.cooperative_id,
@@ -163,7 +165,8 @@ async def place_order(
         fee_bp = fees.for_line(product.certified)
         snapshot = shares[product_id]
         lines.append(
-            OrderLine(
+            built(
+                OrderLine,
                 id=uuid.uuid4(),
                 order_id=order.id,
                 fulfilment_id=fulfilment.id,
@@ -195,7 +198,8 @@ async def place_order(
     order.items_fen = sum(line.gross_fen for line in lines)
     order.fee_fen = sum(line.fee_fen for line in lines)
     order.total_fen = order.items_fen
-    payment = Payment(
+    payment = built(
+        Payment,
         id=uuid.uuid4(),
         order_id=order.id,
         provider=Provider.stripe if stripe else Provider.cash,
@@ -209,7 +213,8 @@ async def place_order(
         created_at=now,
         updated_at=now,
     )
-    event = OrderEvent(
+    event = built(
+        OrderEvent,
         order_id=order.id,
         from_status=None,
         to_status=order.status.value,

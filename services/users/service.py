@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import make_transient_to_detached
 
-from services.db import autocommit_driver
+from services.db import autocommit_driver, built
 from services.errors import Conflict, Invalid, NotFound, TooManyAttempts, Unauthenticated
 from services.users.models import STAFF_ROLES, LoginFailure, Role, User
 from services.users.passwords import hash_password, verify_password
@@ -148,7 +148,7 @@ async def read_active_user(
         row = await driver.fetchrow(_ACTIVE_USER, user_id)
     if row is None:
         return None
-    user = User(role=Role(row["role"]), **{key: row[key] for key in _PLAIN_USER_COLUMNS})
+    user = built(User, role=Role(row["role"]), **{key: row[key] for key in _PLAIN_USER_COLUMNS})
     make_transient_to_detached(user)
     return user
 
