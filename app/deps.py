@@ -15,7 +15,7 @@ from services.errors import DomainError, Unauthenticated
 from services.users import access
 from services.users.models import Role, User
 from services.users.service import get_active_user, read_active_user
-from services.users.tokens import TokenClaims, read_token
+from services.users.tokens import TokenClaims, TokenReader
 
 
 async def get_settings(request: Request) -> Settings:
@@ -45,33 +45,33 @@ async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the commit happens before the answer is sent, so a client
 # never hears of a change that did not reach the database.
+async def get_token_reader(request: Request) -> TokenReader:
+    reader: TokenReader = request.app.state.tokens
+    return reader
+
+
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+TokensDep = Annotated[TokenReader, Depends(get_token_reader)]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/auth/token.")
 
 
 async def current_user(
     session: SessionDep,
-    settings: SettingsDep,
+    tokens: TokensDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    return await _authenticate(session, settings, credentials)
-
-
-async def _authenticate(
-    session: AsyncSession, settings: Settings, credentials: HTTPAuthorizationCredentials | None
-) -> User:
-    claims = _claims(settings, credentials)
+    claims = _claims(tokens, credentials)
     return _known(await get_active_user(session, claims.user_id))
 
 
-def _claims(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> TokenClaims:
+def _claims(tokens: TokenReader, credentials: HTTPAuthorizationCredentials | None) -> TokenClaims:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated(
             "Send an access token as `Authorization: Bearer <token>`.", reason="unauthenticated"
         )
-    return read_token(credentials.credentials, secret=settings.signing_secret)
+    return tokens.read(credentials.credentials, now=now())
 
 
 def _known(user: User | None) -> User:
@@ -87,13 +87,13 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 async def optional_user(
     session: SessionDep,
-    settings: SettingsDep,
+    tokens: TokensDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User | None:
     """The caller when a token is sent (a bad token is still a 401), else None."""
     if credentials is None:
         return None
-    return await current_user(session, settings, credentials)
+    return await current_user(session, tokens, credentials)
 
 
 MaybeUser = Annotated[User | None, Depends(optional_user)]
@@ -101,7 +101,7 @@ MaybeUser = Annotated[User | None, Depends(optional_user)]
 
 async def detached_user(
     request: Request,
-    settings: SettingsDep,
+    tokens: TokensDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     """The caller, read by one statement outside any transaction.
@@ -109,7 +109,7 @@ async def detached_user(
     For routes that run their own transactions around a call to Stripe: no
     connection stays checked out (idle in transaction) while Stripe answers.
     """
-    claims = _claims(settings, credentials)
+    claims = _claims(tokens, credentials)
     user = await read_active_user(request.app.state.sessionmaker, claims.user_id)
     return _known(user)
 

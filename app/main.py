@@ -50,6 +50,7 @@ from services.tracking.aftership import AfterShip, AfterShipConfig
 from services.tracking.kuaidi100 import Kuaidi100, Kuaidi100Config
 from services.tracking.polling import PollPolicy, Providers
 from services.tracking.vocabulary import Provider
+from services.users.tokens import TokenReader
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(app.state.engine)
     app.state.stripe = stripe_gateway(settings)
     app.state.catalogue_cache = PageCache(settings.catalogue_cache_seconds)
+    app.state.tokens = TokenReader(settings.signing_secret)
     # Background jobs of this process (refunds, intent cancellation) reach Stripe here.
     payment_jobs.use_gateway(app.state.stripe)
     app.state.tracking = tracking_providers(settings)

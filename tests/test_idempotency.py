@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +30,7 @@ async def test_claim_replay_conflict_and_expiry(session, users):
     )
     assert (resumed.new, resumed.resource_id, resumed.completed) == (False, made, False)
     await idempotency.complete(
-        session, owner_id=owner, key="k", status=201, body={"id": 1}, now=now
+        session, owner_id=owner, key="k", status=201, body='{"id": 1, "title": "蜂蜜"}', now=now
     )
     replay = await idempotency.claim(
         session,
@@ -42,8 +43,10 @@ async def test_claim_replay_conflict_and_expiry(session, users):
     assert (replay.completed, replay.response_status, replay.response_body) == (
         True,
         201,
-        {"id": 1},
+        {"id": 1, "title": "蜂蜜"},
     )
+    assert json.loads(replay.answer_text()) == {"id": 1, "title": "蜂蜜"}
+    assert "蜂蜜" in replay.answer_text()
     with pytest.raises(Conflict):
         await idempotency.claim(
             session,

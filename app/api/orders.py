@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from app.deps import (
     CurrentUser,
@@ -107,9 +107,17 @@ def order_out(shown: orders.OrderView) -> OrderOut:
     )
 
 
-def _render_checkout(shown: orders.OrderView, client_secret: str | None) -> dict[str, Any]:
-    body = CheckoutOut(**order_out(shown).model_dump(), client_secret=client_secret)
-    return body.model_dump(mode="json")
+def _render_checkout(shown: orders.OrderView, client_secret: str | None) -> str:
+    # The order's fields as validated by OrderOut, with the secret: nothing to check again.
+    body = CheckoutOut.model_construct(**dict(order_out(shown)), client_secret=client_secret)
+    return body.model_dump_json()
+
+
+def _answered(answer: flows.Answer) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    return Response(
+        answer.body, status_code=answer.status, headers=headers, media_type="application/json"
+    )
 
 
 def _cart(body: CheckoutRequest) -> Cart:
@@ -134,7 +142,7 @@ async def checkout(
     buyer: Buyer,
     settings: SettingsDep,
     key: IdempotencyKey,
-) -> JSONResponse:
+) -> Response:
     answer = await flows.checkout(
         request.app.state.sessionmaker,
         request.app.state.stripe,
@@ -147,8 +155,7 @@ async def checkout(
         now=now(),
         render=_render_checkout,
     )
-    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
-    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+    return _answered(answer)
 
 
 @router.get("/orders", response_model=PageOut[OrderSummary], responses=ERRORS)
@@ -228,7 +235,7 @@ async def refund_order(
     actor: Refunder,
     order_id: uuid.UUID,
     key: IdempotencyKey,
-) -> JSONResponse:
+) -> Response:
     spec = payments.RefundRequest(
         lines=[payments.LineRefund(line.line_id, line.quantity) for line in body.lines]
         if body.lines is not None
@@ -246,10 +253,9 @@ async def refund_order(
         digest=request_hash({"order": str(order_id), **body.model_dump(mode="json")}),
         now=now(),
         enqueue=enqueue,
-        render=lambda refund: refund_out(refund).model_dump(mode="json"),
+        render=lambda refund: refund_out(refund).model_dump_json(),
     )
-    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
-    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+    return _answered(answer)
 
 
 @router.get(

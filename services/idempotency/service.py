@@ -46,6 +46,12 @@ class Claim:
     def completed(self) -> bool:
         return self.response_status is not None
 
+    def answer_text(self) -> str:
+        """The kept answer as JSON text, to send again (PostgreSQL's jsonb keeps no spacing
+        or key order, so a replay's text may differ from the first; its value does not)."""
+        assert self.response_body is not None
+        return json.dumps(self.response_body, ensure_ascii=False, separators=(",", ":"))
+
 
 async def claim(
     session: AsyncSession,
@@ -96,13 +102,14 @@ async def complete(
     owner_id: uuid.UUID,
     key: str,
     status: int,
-    body: dict[str, Any],
+    body: str,
     now: datetime,
     resource_id: uuid.UUID | None = None,
 ) -> None:
-    """Keep the first answer; with `resource_id`, attach it in the same statement."""
+    """Keep the first answer (`body`: its JSON text, as sent); with `resource_id`, attach
+    it in the same statement."""
     await (await driver_connection(session)).execute(
-        _COMPLETE, owner_id, key, status, json.dumps(body, ensure_ascii=False), now, resource_id
+        _COMPLETE, owner_id, key, status, body, now, resource_id
     )
 
 

@@ -29,14 +29,15 @@ from services.payments.models import PaymentState, Refund
 from services.payments.stripe import ProviderError, ProviderRejected, StripeGateway
 from services.users.models import Role, User
 
-Render = Callable[[orders.OrderView, str | None], dict[str, Any]]
+# The answer's JSON text: kept as the key's answer and sent as it is.
+Render = Callable[[orders.OrderView, str | None], str]
 Enqueue = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
-    body: dict[str, Any]
+    body: str  # JSON
     replayed: bool
 
 
@@ -65,8 +66,8 @@ async def checkout(
             session, owner_id=buyer.id, key=key, scope="checkout", digest=digest, now=now
         )
         if claim.completed:
-            assert claim.response_status is not None and claim.response_body is not None
-            return Answer(claim.response_status, claim.response_body, replayed=True)
+            assert claim.response_status is not None
+            return Answer(claim.response_status, claim.answer_text(), replayed=True)
         if claim.new:
             placed = await place_order(
                 session, buyer, cart, fees=fees, now=now, reservation=reservation
@@ -263,7 +264,7 @@ async def refund(
     digest: str,
     now: datetime,
     enqueue: Enqueue,
-    render: Callable[[Refund], dict[str, Any]],
+    render: Callable[[Refund], str],
 ) -> Answer:
     """Record a refund (with its job), try Stripe at once, answer; a retry resumes or replays."""
     async with sessionmaker() as session, session.begin():
@@ -271,8 +272,8 @@ async def refund(
             session, owner_id=actor.id, key=key, scope=f"refund:{order_id}", digest=digest, now=now
         )
         if claim.completed:
-            assert claim.response_status is not None and claim.response_body is not None
-            return Answer(claim.response_status, claim.response_body, replayed=True)
+            assert claim.response_status is not None
+            return Answer(claim.response_status, claim.answer_text(), replayed=True)
         if claim.new:
             created = await payments.request_refund(session, actor, order_id, spec, enqueue=enqueue)
             await idempotency.attach(session, owner_id=actor.id, key=key, resource_id=created.id)
