@@ -43,13 +43,14 @@ async def _unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
-# scope="function": the commit happens before the answer is sent, so a client
-# never hears of a change that did not reach the database.
 async def get_token_reader(request: Request) -> TokenReader:
+    # async for the reason get_settings is: no thread hop for a lookup.
     reader: TokenReader = request.app.state.tokens
     return reader
 
 
+# scope="function": the commit happens before the answer is sent, so a client
+# never hears of a change that did not reach the database.
 SessionDep = Annotated[AsyncSession, Depends(_unit_of_work, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokensDep = Annotated[TokenReader, Depends(get_token_reader)]
