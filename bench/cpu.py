@@ -63,15 +63,31 @@ def tree_ticks(roots: dict[str, int]) -> dict[str, dict[int, int]]:
     return out
 
 
+def is_postgres(pid: int) -> bool:
+    """Whether the process is one of a PostgreSQL server's (by its name)."""
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().startswith("postgres")
+    except OSError:
+        return False
+
+
 async def postmaster_pid(url: str) -> int | None:
-    """The PostgreSQL server's main process, when this machine's /proc shows it."""
+    """The PostgreSQL server's main process, when this machine's /proc shows it.
+
+    None when the server runs elsewhere: its backend's pid may then name some
+    unrelated process here, which is why the process's name is checked.
+    """
     conn = await connect(url)
     try:
         # Read while the backend lives: once the connection is closed it may be gone.
-        stat = proc_stat(int(await conn.fetchval("SELECT pg_backend_pid()")))
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        stat = proc_stat(backend) if is_postgres(backend) else None
     finally:
         await conn.close()
-    return stat[0] if stat else None
+    if stat is None or not is_postgres(stat[0]):
+        return None
+    return stat[0]
 
 
 @dataclass(frozen=True, slots=True)

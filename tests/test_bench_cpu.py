@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,20 @@ def test_the_report_gives_each_parts_cpu_per_operation_and_the_all_cores_ceiling
     ]
     assert not any(line.startswith("| old_run") for line in table)
     assert _cpu_rows([("old_run", unmeasured)], 2, "an order") == []
+
+
+async def test_the_postmaster_is_found_only_as_a_postgres_process(database_url: str) -> None:
+    postmaster = await cpu.postmaster_pid(database_url)
+    if postmaster is None:
+        pytest.skip("the test database's server is not on this machine")
+
+    assert _name(postmaster).startswith("postgres")
+    assert cpu.is_postgres(postmaster)
+    # A backend's pid read from a server elsewhere may name any process here.
+    assert not cpu.is_postgres(os.getpid())
+    # Its own workers (checkpointer, WAL writer, ...) and backends are under it.
+    assert len(cpu.tree_ticks({"postgres": postmaster})["postgres"]) > 1
+
+
+def _name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text()
