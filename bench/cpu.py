@@ -129,7 +129,8 @@ class Meter(threading.Thread):
         self.started = time.perf_counter()
         self.ended = self.started
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        """Read the groups' CPU now (the thread does it every `poll_s` once started)."""
         for name, ticks in tree_ticks(self.roots).items():
             self.last[name] |= ticks
         self.busy_last = machine_busy_ticks()
@@ -137,13 +138,13 @@ class Meter(threading.Thread):
 
     def run(self) -> None:
         while not self._stopped.wait(self.poll_s):
-            self._sample()
+            self.sample()
 
     def stop(self) -> Usage:
         self._stopped.set()
         if self.is_alive():
             self.join()
-        self._sample()
+        self.sample()
         return self.usage()
 
     def usage(self) -> Usage:

@@ -573,19 +573,13 @@ class Watch(threading.Thread):
     def __init__(self, pid: int, postmaster: int | None) -> None:
         super().__init__(daemon=True)
         self.pid = pid
-        self.postmaster = postmaster
         self.stopped = threading.Event()
         self.started = time.monotonic()
         self.samples: list[tuple[float, float]] = []  # (seconds, RSS MB)
         self.peak_mb = 0.0
-        self.first: dict[int, int] = self._postgres() if postmaster else {}
-        self.last: dict[int, int] = dict(self.first)
-        self.busy_first = cpu.machine_busy_ticks()
-        self.busy_last = self.busy_first
-
-    def _postgres(self) -> dict[int, int]:
-        assert self.postmaster is not None
-        return cpu.tree_ticks({"postgres": self.postmaster})["postgres"]
+        # PostgreSQL's processes and the machine, sampled here with the memory.
+        self.meter = cpu.Meter(cpu.Roots(server=None, postgres=postmaster), poll_s=POLL_S)
+        self.usage: cpu.Usage | None = None
 
     def run(self) -> None:
         while not self.stopped.wait(POLL_S):
@@ -593,25 +587,21 @@ class Watch(threading.Thread):
             if memory is not None:
                 self.samples.append((time.monotonic() - self.started, memory[0]))
                 self.peak_mb = max(self.peak_mb, memory[1])
-            if self.postmaster:
-                self.last |= self._postgres()
-            self.busy_last = cpu.machine_busy_ticks()
+            self.meter.sample()
 
     def stop(self) -> None:
         self.stopped.set()
         self.join()
-        if self.postmaster:
-            self.last |= self._postgres()
-        self.busy_last = cpu.machine_busy_ticks()
+        self.usage = self.meter.stop()
 
     def postgres_cpu_s(self) -> float | None:
-        if not self.postmaster:
+        if self.usage is None or "postgres" not in self.usage.cores:
             return None
-        ticks = sum(t - self.first.get(pid, 0) for pid, t in self.last.items())
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return self.usage.cores["postgres"] * self.usage.wall_s
 
     def machine_cpu_s(self) -> float:
-        return (self.busy_last - self.busy_first) / os.sysconf("SC_CLK_TCK")
+        assert self.usage is not None, "stop() first"
+        return self.usage.machine_cores * self.usage.wall_s
 
 
 @dataclass(slots=True)
