@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         description="Seconds a public catalogue page is reused by a process (0: off).",
     )
     log_level: str = Field(default="INFO", description="Log level of the JSON logs.")
+    otel_telemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's native OpenTelemetry (traces, metrics and logs through the global "
+            "providers). Off, a request does not ask the providers whether anyone listens."
+        ),
+    )
     host: str = Field(default="127.0.0.1", description="Address `marketplace serve` binds.")
     port: PositiveInt = Field(default=8000, description="Port `marketplace serve` binds.")
     workers: PositiveInt = Field(

@@ -18,3 +18,15 @@ def test_every_setting_is_documented_in_the_readme():
             missing.append(env)
         assert field.description, f"{name} has no description"
     assert not missing, f"settings missing from README: {missing}"
+
+
+def test_fastapis_native_telemetry_follows_its_setting():
+    # FastAPI keeps its telemetry configuration privately; nothing public reads it back.
+    from app.main import create_app
+    from app.settings import Settings
+
+    url = "postgresql+asyncpg://nobody@127.0.0.1:1/none"  # the engine never connects here
+    for on in (False, True):
+        app = create_app(Settings(database_url=url, otel_telemetry=on))
+        config = app._telemetry
+        assert (config["tracing"], config["metrics"], config["logs"]) == (on, on, on)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from app.deps import now
 from app.errors import problem
+from app.routing import PlainRoute
 from app.schemas.orders import WebhookAck
 from app.schemas.problem import problem_responses
 from services.jobs.service import enqueue
 from services.payments import service as payments
 from services.payments.stripe import InvalidSignature, StripeGateway
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+# Called without FastAPI's request handler: see app.routing.
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=PlainRoute)
 logger = logging.getLogger(__name__)
 
 
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 async def stripe_webhook(
     request: Request,
     stripe_signature: str | None = Header(default=None, alias="Stripe-Signature"),
-) -> WebhookAck | JSONResponse:
+) -> Response:
     """Verify, store once, apply forward-only; atomically, answered at once."""
     gateway: StripeGateway | None = request.app.state.stripe
     if gateway is None:
@@ -48,4 +50,5 @@ async def stripe_webhook(
     received = await payments.receive(
         request.app.state.sessionmaker, event, now=now(), enqueue=enqueue
     )
-    return WebhookAck(received=True, duplicate=received.duplicate, outcome=received.outcome)
+    ack = WebhookAck(received=True, duplicate=received.duplicate, outcome=received.outcome)
+    return Response(ack.model_dump_json(), media_type="application/json")
