@@ -315,15 +315,19 @@ async def reserve(
 ) -> dict[uuid.UUID, Reserved]:
     """Move stock to reserved for each (product, quantity), all or nothing.
 
-    One conditional UPDATE per product guards the rule "stock never below zero"
-    whatever the concurrency; products are taken in id order so that two carts
-    holding the same products cannot deadlock. A shortfall raises, and the
-    caller's transaction rolls back what was already taken.
+    One statement for the whole cart: the products are locked in id order (so that
+    two carts holding the same products cannot deadlock), then each is taken by a
+    conditional UPDATE that guards the rule "stock never below zero" whatever the
+    concurrency. `wanted` names each product once. A product not taken (short, or
+    not for sale) raises, and the caller's transaction rolls back the others.
     """
     driver = await driver_connection(session)
+    ids = [product_id for product_id, _ in wanted]
+    rows = await driver.fetch(_RESERVE, ids, [quantity for _, quantity in wanted])
+    found = {row["id"]: row for row in rows}
     taken: dict[uuid.UUID, Reserved] = {}
-    for index, (product_id, quantity) in sorted(enumerate(wanted), key=lambda x: str(x[1][0])):
-        row = await driver.fetchrow(_RESERVE, product_id, quantity)
+    for index, (product_id, quantity) in enumerate(wanted):
+        row = found.get(product_id)
         if row is None:
             await _explain_shortfall(session, product_id, quantity, index)
         certified = _in_force(row["certificate_number"], row["certificate_valid_until"], today)
@@ -344,11 +348,16 @@ async def reserve(
 # asyncpg prepares each once per connection, and no statement is built per call (the
 # ORM's construction and compilation cost more than PostgreSQL's work here).
 _RESERVE = """
-UPDATE products
-   SET stock = stock - $2, reserved = reserved + $2, updated_at = now()
- WHERE id = $1 AND status = 'active' AND cooperative_active AND stock >= $2
-RETURNING cooperative_id, county_code, title, unit, price_fen, currency,
-          certificate_number, certificate_valid_until
+WITH locked AS MATERIALIZED (
+    SELECT p.id FROM products p WHERE p.id = ANY($1::uuid[]) ORDER BY p.id FOR NO KEY UPDATE
+)
+UPDATE products p
+   SET stock = p.stock - w.quantity, reserved = p.reserved + w.quantity, updated_at = now()
+  FROM locked, unnest($1::uuid[], $2::integer[]) AS w(id, quantity)
+ WHERE p.id = locked.id AND w.id = locked.id
+   AND p.status = 'active' AND p.cooperative_active AND p.stock >= w.quantity
+RETURNING p.id, p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen, p.currency,
+          p.certificate_number, p.certificate_valid_until
 """
 
 
