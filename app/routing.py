@@ -15,16 +15,18 @@ and the body limit all apply as to any route.
 
 An endpoint may declare only these: a parameter taking the `Request`, path parameters
 of type `str`, and optional headers of type `str | None` (default None). A
-route that declares anything else (a body, a query, a dependency) fails as the app
-starts, not at its first request.
+route that declares anything else (a body, a query, a dependency) fails where it is
+declared; dependencies added by the router that includes it are refused too, when
+FastAPI first builds the included route (at its first match).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
+from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import AliasChoices, AliasPath
@@ -41,7 +43,7 @@ class PlainRoute(APIRoute):
         endpoint = self.endpoint
         if not inspect.iscoroutinefunction(endpoint):
             raise TypeError(f"{self.path}: a plain route's endpoint is a coroutine function.")
-        request_name, path_names, headers = _plain_parameters(self.dependant, self.path)
+        request_name, path_names, headers = _plain_parameters(self._dependant_in_force(), self.path)
 
         async def handler(request: Request) -> Response:
             kwargs: dict[str, Any] = {request_name: request}
@@ -57,6 +59,20 @@ class PlainRoute(APIRoute):
             return response
 
         return handler
+
+    def _dependant_in_force(self) -> Dependant:
+        """The endpoint's dependant as FastAPI would solve it here.
+
+        FastAPI 0.165 builds a route's handler again each time its router is included,
+        with the including routers' dependencies added to a dependant of that
+        inclusion, passed in a context variable of its own. Those dependencies would
+        be skipped here without a word, so they are looked at too (and refused).
+        """
+        context_var = getattr(fastapi_routing, "_effective_route_context_var", None)
+        context = context_var.get() if context_var is not None else None
+        if context is not None and getattr(context, "original_route", None) is self:
+            return cast(Dependant, context.dependant)
+        return self.dependant
 
 
 def _plain_parameters(

@@ -169,3 +169,20 @@ async def test_a_header_without_alias_is_read_by_fastapis_name_for_it():
 def test_endpoints_that_need_fastapis_handler_are_refused_at_declaration(endpoint, refusal):
     with pytest.raises(TypeError, match=refusal):
         _declare(endpoint)
+
+
+async def test_dependencies_added_where_the_router_is_included_are_refused():
+    # FastAPI 0.165 builds an included route's handler when the route is first
+    # matched, with the including router's dependencies: refused there, not skipped.
+    router = APIRouter(route_class=PlainRoute)
+
+    @router.post("/x/{name}", response_model=None)
+    async def hook(request: Request, name: str) -> Response:
+        return Response()
+
+    app = FastAPI()
+    app.include_router(router, dependencies=[Depends(_one)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(TypeError, match="takes no dependencies"):
+            await client.post("/x/a")
