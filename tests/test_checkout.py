@@ -76,6 +76,55 @@ async def test_cod_checkout_splits_per_cooperative_and_reserves_stock(
     assert "household" not in response.text, "buyers never see supply shares"
 
 
+async def test_each_line_keeps_the_newest_share_set_already_in_force(
+    client, users, shelf, session, world
+):
+    from datetime import UTC, datetime, timedelta
+
+    from services.catalog import service as catalog
+
+    a, b = shelf["a"], shelf["b"]
+    product = await world.product(shelf["first"], title="腊肉", price_fen=5000, stock=5)
+    now = datetime.now(UTC)
+    await catalog.set_shares(
+        session, world.admin, product.id, [catalog.Share(a.id, 6000)], now=now - timedelta(hours=2)
+    )
+    in_force = await catalog.set_shares(
+        session,
+        world.admin,
+        product.id,
+        [catalog.Share(b.id, 3000), catalog.Share(a.id, 3000)],
+        now=now - timedelta(hours=1),
+    )
+    await catalog.set_shares(
+        session, world.admin, product.id, [catalog.Share(b.id, 9000)], now=now + timedelta(hours=1)
+    )
+    buyer = await users.make(Role.buyer)
+    response = await client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | key(),
+        json=cart((product, 1), (shelf["tea"], 1), (shelf["chicken"], 1)),
+    )
+    assert response.status_code == 201, response.text
+    lines = {
+        line.product_id: line
+        for line in await session.scalars(
+            select(OrderLine).where(OrderLine.order_id == response.json()["id"])
+        )
+    }
+    line = lines[product.id]
+    assert line.share_set_id == in_force.set_id
+    assert line.shares == sorted(
+        [
+            {"household_id": str(a.id), "basis_points": 3000},
+            {"household_id": str(b.id), "basis_points": 3000},
+        ],
+        key=lambda share: share["household_id"],
+    )
+    assert lines[shelf["tea"].id].shares == []
+    assert len(lines[shelf["chicken"].id].shares) == 2
+
+
 async def test_lines_keep_price_fee_and_the_share_snapshot(client, users, shelf, session, world):
     from datetime import date, timedelta
 

@@ -298,7 +298,8 @@ async def cooperative_products(
 
 @dataclass(frozen=True, slots=True)
 class Reserved:
-    """What a reservation saw of a product, under its row lock: the price a line keeps."""
+    """What a reservation saw of a product, under its row lock: the price a line keeps,
+    and the supply shares in force."""
 
     product_id: uuid.UUID
     cooperative_id: uuid.UUID
@@ -308,12 +309,18 @@ class Reserved:
     price_fen: int
     currency: str
     certified: bool
+    shares: ShareSnapshot
 
 
 async def reserve(
-    session: AsyncSession, wanted: list[tuple[uuid.UUID, int]], *, today: date
+    session: AsyncSession,
+    wanted: list[tuple[uuid.UUID, int]],
+    *,
+    today: date,
+    shares_at: datetime,
 ) -> dict[uuid.UUID, Reserved]:
-    """Move stock to reserved for each (product, quantity), all or nothing.
+    """Move stock to reserved for each (product, quantity), all or nothing, and read
+    each product's share set in force at `shares_at` with its entries.
 
     One statement for the whole cart: the products are locked in id order (so that
     two carts holding the same products cannot deadlock), then each is taken by a
@@ -323,13 +330,16 @@ async def reserve(
     """
     driver = await driver_connection(session)
     ids = [product_id for product_id, _ in wanted]
-    rows = await driver.fetch(_RESERVE, ids, [quantity for _, quantity in wanted])
-    found = {row["id"]: row for row in rows}
+    rows = await driver.fetch(_RESERVE, ids, [quantity for _, quantity in wanted], shares_at)
+    by_product: dict[uuid.UUID, list[Any]] = {}
+    for row in rows:
+        by_product.setdefault(row["id"], []).append(row)
     taken: dict[uuid.UUID, Reserved] = {}
     for index, (product_id, quantity) in enumerate(wanted):
-        row = found.get(product_id)
-        if row is None:
+        found = by_product.get(product_id)
+        if found is None:
             await _explain_shortfall(session, product_id, quantity, index)
+        row = found[0]
         certified = _in_force(row["certificate_number"], row["certificate_valid_until"], today)
         taken[product_id] = Reserved(
             product_id,
@@ -340,6 +350,15 @@ async def reserve(
             row["price_fen"],
             row["currency"],
             certified,
+            ShareSnapshot(
+                row["set_id"],
+                row["effective_from"],
+                [
+                    Share(r["household_id"], r["basis_points"])
+                    for r in found
+                    if r["household_id"] is not None
+                ],
+            ),
         )
     return taken
 
@@ -350,14 +369,26 @@ async def reserve(
 _RESERVE = """
 WITH locked AS MATERIALIZED (
     SELECT p.id FROM products p WHERE p.id = ANY($1::uuid[]) ORDER BY p.id FOR NO KEY UPDATE
+), taken AS (
+    UPDATE products p
+       SET stock = p.stock - w.quantity, reserved = p.reserved + w.quantity, updated_at = now()
+      FROM locked, unnest($1::uuid[], $2::integer[]) AS w(id, quantity)
+     WHERE p.id = locked.id AND w.id = locked.id
+       AND p.status = 'active' AND p.cooperative_active AND p.stock >= w.quantity
+    RETURNING p.id, p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen,
+              p.currency, p.certificate_number, p.certificate_valid_until
 )
-UPDATE products p
-   SET stock = p.stock - w.quantity, reserved = p.reserved + w.quantity, updated_at = now()
-  FROM locked, unnest($1::uuid[], $2::integer[]) AS w(id, quantity)
- WHERE p.id = locked.id AND w.id = locked.id
-   AND p.status = 'active' AND p.cooperative_active AND p.stock >= w.quantity
-RETURNING p.id, p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen, p.currency,
-          p.certificate_number, p.certificate_valid_until
+SELECT t.*, s.id AS set_id, s.effective_from, e.household_id, e.basis_points
+  FROM taken t
+  LEFT JOIN LATERAL (
+      SELECT ss.id, ss.effective_from
+        FROM supply_share_sets ss
+       WHERE ss.product_id = t.id AND ss.effective_from <= $3
+       ORDER BY ss.effective_from DESC, ss.id DESC
+       LIMIT 1
+  ) s ON true
+  LEFT JOIN supply_share_entries e ON e.set_id = s.id
+ ORDER BY t.id, e.household_id
 """
 
 
@@ -399,33 +430,6 @@ async def unsell(session: AsyncSession, items: list[tuple[uuid.UUID, int]]) -> N
             .values(stock=Product.stock + quantity, sold_count=Product.sold_count - quantity)
         )
 
-
-async def shares_in_force(
-    session: AsyncSession, product_ids: list[uuid.UUID], at: datetime
-) -> dict[uuid.UUID, ShareSnapshot]:
-    """The share set in force at `at` for each product, with its entries, in one query."""
-    rows = await (await driver_connection(session)).fetch(_SHARES_IN_FORCE, product_ids, at)
-    found: dict[uuid.UUID, ShareSnapshot] = {p: ShareSnapshot(None, None, []) for p in product_ids}
-    for set_id, product_id, effective_from, household_id, basis_points in rows:
-        snapshot = found[product_id]
-        if snapshot.set_id is None:
-            snapshot = found[product_id] = ShareSnapshot(set_id, effective_from, [])
-        if household_id is not None:
-            snapshot.shares.append(Share(household_id, basis_points))
-    return found
-
-
-_SHARES_IN_FORCE = """
-SELECT latest.id, latest.product_id, latest.effective_from, e.household_id, e.basis_points
-  FROM (
-    SELECT DISTINCT ON (s.product_id) s.id, s.product_id, s.effective_from
-      FROM supply_share_sets s
-     WHERE s.product_id = ANY($1::uuid[]) AND s.effective_from <= $2
-     ORDER BY s.product_id, s.effective_from DESC, s.id DESC
-  ) latest
-  LEFT JOIN supply_share_entries e ON e.set_id = latest.id
- ORDER BY latest.product_id, e.household_id
-"""
 
 # --- the public catalogue -------------------------------------------------
 

@@ -108,12 +108,11 @@ async def place_order(
         if not site.active:
             raise Invalid("This service site does not take parcels.", field="delivery.site_id")
 
-    reserved = await catalog.reserve(session, wanted, today=now.date())
+    reserved = await catalog.reserve(session, wanted, today=now.date(), shares_at=now)
     currencies = {r.currency for r in reserved.values()}
     if len(currencies) != 1:
         raise Invalid("All products of one order are priced in one currency.", field="lines")
     currency = currencies.pop()
-    shares = await catalog.shares_in_force(session, [p for p, _ in wanted], now)
 
     stripe = cart.payment_method is PaymentMethod.stripe
     order = built(
@@ -163,7 +162,7 @@ async def place_order(
             fulfilments[product.cooperative_id] = fulfilment
         gross = product.price_fen * quantity
         fee_bp = fees.for_line(product.certified)
-        snapshot = shares[product_id]
+        snapshot = product.shares
         lines.append(
             built(
                 OrderLine,
