@@ -83,19 +83,20 @@ async def committed_app(
         await drop_database(server_url, name)
 
 
-async def wait_for_a_lock_wait(factory: Any, failure: str) -> None:
-    """Until another backend of this database waits for a lock (a row another holds)."""
+async def wait_for_a_lock_wait(factory: Any, failure: str, *, waiting: int = 1) -> None:
+    """Until `waiting` other backends of this database wait for a lock (a row another
+    holds)."""
     probe = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
     )
     async with factory() as session:
         for _ in range(1_000):
-            waiting = await session.scalar(probe)
+            found = await session.scalar(probe)
             # A transaction reads pg_stat_activity once and keeps that copy: each probe
             # ends its own, or it would never see a wait that began after the first.
             await session.rollback()
-            if waiting:
+            if found >= waiting:
                 return
             await asyncio.sleep(0.01)
     raise AssertionError(failure)

@@ -179,20 +179,6 @@ async def test_200_concurrent_checkouts_of_50_in_stock_make_exactly_50_orders(li
     assert await counts(live, product) == (0, 50, 0, 50)
 
 
-async def _lock_waits(live: dict[str, Any], count: int) -> None:
-    """Until `count` backends of the test database wait for a row lock."""
-    probe = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock'"
-    )
-    for _ in range(1_000):
-        async with live["factory"]() as session:
-            if await session.scalar(probe) >= count:
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never {count} checkouts waiting for a product")
-
-
 async def test_carts_crossing_each_other_take_products_in_id_order_and_never_deadlock(live):
     # The lower product is held; cart X (lower first) waits for it, then cart Y (higher
     # first). Taking products in cart order, Y would hold the higher one while waiting,
@@ -210,9 +196,11 @@ async def test_carts_crossing_each_other_take_products_in_id_order_and_never_dea
     async with live["factory"]() as session, session.begin():
         await session.execute(select(Product.id).where(Product.id == low.id).with_for_update())
         crossing = [checkout(x, cart((low, 1), (high, 1)))]
-        await _lock_waits(live, 1)
+        await wait_for_a_lock_wait(live["factory"], "cart X never waited for the product")
         crossing.append(checkout(y, cart((high, 2), (low, 2))))
-        await _lock_waits(live, 2)
+        await wait_for_a_lock_wait(
+            live["factory"], "cart Y never waited for the product", waiting=2
+        )
     answers = await asyncio.gather(*crossing)
     assert [a.status_code for a in answers] == [201, 201], [a.text for a in answers]
     assert await counts(live, low) == (7, 3, 0, 2)
