@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import AliasChoices, BaseModel
 
 from app.routing import PlainRoute
@@ -22,12 +23,8 @@ class Boom(Exception):
     pass
 
 
-def _app(route_class: type | None = None) -> FastAPI:
-    router = (
-        APIRouter(prefix="/v1", route_class=route_class)
-        if route_class is not None
-        else APIRouter(prefix="/v1")
-    )
+def _app(route_class: type[APIRoute] = APIRoute) -> FastAPI:
+    router = APIRouter(prefix="/v1", route_class=route_class)
 
     @router.post("/hooks/{provider}", response_model=Ack, tags=["hooks"])
     async def hook(
