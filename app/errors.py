@@ -136,6 +136,11 @@ async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# asyncpg's errors raised by the driver itself rather than sent by the server: the
+# connection is closed, busy, or its protocol in a state it cannot go on from.
+_DRIVER_REFUSALS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
 async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     """Data the database refuses (SQLSTATE class 22: a NUL byte, an out-of-range number).
 
@@ -143,7 +148,13 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     that keeps such input from ever becoming a 500.
     """
     assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+    if (
+        exc.connection_invalidated
+        or isinstance(exc, OperationalError | InterfaceError)
+        # Under SQLAlchemy's adapter, the driver's own refusals (a connection whose
+        # protocol a server restart left mid-operation, say) arrive as InternalError.
+        or isinstance(getattr(exc.orig, "__cause__", None), _DRIVER_REFUSALS)
+    ):
         return await _unavailable_handler(request, exc)
     state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
     return await _by_sqlstate(request, exc, state)
@@ -151,7 +162,7 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _driver_handler(request: Request, exc: Exception) -> JSONResponse:
     """The same for the one-statement paths, which reach asyncpg without SQLAlchemy."""
-    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
+    if isinstance(exc, _DRIVER_REFUSALS):
         return await _unavailable_handler(request, exc)
     assert isinstance(exc, asyncpg.PostgresError)
     return await _by_sqlstate(request, exc, str(exc.sqlstate or ""))

@@ -124,14 +124,24 @@ async def driver_connection(session: AsyncSession) -> Any:
     adapted: Any = pooled.dbapi_connection
     if connection.in_transaction() and getattr(adapted, "_transaction", False) is None:
         # The adapter's own way to begin (private, hence the guard above).
+        dbapi = connection.dialect.loaded_dbapi
         try:
             await adapted._start_transaction()
-        except connection.dialect.loaded_dbapi.Error as exc:
+        except dbapi.Error as exc:
+            if isinstance(exc, dbapi.InterfaceError | dbapi.InternalClientError):
+                # Refused by the driver itself, not by the server: the connection's
+                # protocol is busy or in a broken state (a statement cut off by a
+                # server restart, say). It must not be lent again; and the request
+                # meets a connection failure, a 503, not a 500.
+                await connection.invalidate(exc)
+                raise _wrapped(connection.dialect, exc, "BEGIN", invalidated=True) from exc
             raise _wrapped(connection.dialect, exc, "BEGIN") from exc
     return pooled.driver_connection
 
 
-def _wrapped(dialect: Dialect, exc: Exception, statement: str | None) -> Exception:
+def _wrapped(
+    dialect: Dialect, exc: Exception, statement: str | None, *, invalidated: bool = False
+) -> Exception:
     """A driver error met outside SQLAlchemy's own execution, wrapped as SQLAlchemy wraps
     the errors of the statements it runs, so that callers handle one kind of error."""
     return DBAPIError.instance(
@@ -139,7 +149,7 @@ def _wrapped(dialect: Dialect, exc: Exception, statement: str | None) -> Excepti
         None,
         exc,
         dialect.loaded_dbapi.Error,
-        connection_invalidated=dialect.is_disconnect(cast(Any, exc), None, None),
+        connection_invalidated=invalidated or dialect.is_disconnect(cast(Any, exc), None, None),
         dialect=dialect,
     )
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.db import (
@@ -72,6 +75,28 @@ async def test_a_driver_statement_first_in_a_session_joins_its_transaction(one_c
     async with one_connection() as session:
         found = await session.scalar(text("SELECT to_regclass(:name)"), {"name": name})
     assert found is None
+
+
+async def test_a_begin_the_driver_itself_refuses_retires_the_connection(one_connection) -> None:
+    """The BEGIN sent for a driver statement, on a connection whose protocol is busy.
+
+    A statement still running on the same connection stands in for one cut off by a
+    server restart. The failure must read as a lost connection (the service answers
+    503, not 500), and the connection must not be lent again.
+    """
+    with pytest.raises(DBAPIError) as refused:
+        async with one_connection() as session, session.begin():
+            connection = await session.connection()
+            raw = (await connection.get_raw_connection()).driver_connection
+            backend = await raw.fetchval("SELECT pg_backend_pid()")
+            busy = asyncio.create_task(raw.execute("SELECT pg_sleep(0.3)"))
+            await asyncio.sleep(0.05)
+            await driver_connection(session)
+    assert refused.value.connection_invalidated
+    with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError):
+        await busy
+    async with one_connection() as session:
+        assert await session.scalar(text("SELECT pg_backend_pid()")) != backend
 
 
 def test_a_built_instance_reads_what_it_was_given_and_tracks_later_changes() -> None:

@@ -211,3 +211,38 @@ async def test_driver_errors_of_the_one_statement_paths_map_like_sqlalchemys(
 
     app.add_api_route("/test-driver-error", fail)
     assert_problem(await client.get("/test-driver-error"), status, kind)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.ConnectionDoesNotExistError("gone"),
+        # What a connection cut off mid-statement by a server restart answers next.
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 13; another operation (2) is in progress"
+        ),
+        asyncpg.exceptions.InterfaceError(
+            "cannot perform operation: another operation is in progress"
+        ),
+    ],
+)
+async def test_the_drivers_own_refusals_through_sqlalchemy_are_503(app, client, error):
+    # Translated and wrapped as SQLAlchemy's asyncpg dialect does for its statements.
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+    from sqlalchemy.exc import DBAPIError
+
+    from services.db import create_engine
+
+    engine = create_engine("postgresql://nobody@127.0.0.1:1/none")
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        AsyncAdapt_asyncpg_connection._handle_exception_no_connection(dbapi, error)
+    except dbapi.Error as translated:
+        wrapped = DBAPIError.instance("BEGIN", None, translated, dbapi.Error)
+    await engine.dispose()
+
+    async def fail() -> None:
+        raise wrapped
+
+    app.add_api_route("/test-wrapped-driver-error", fail)
+    assert_problem(await client.get("/test-wrapped-driver-error"), 503, "database-unavailable")
