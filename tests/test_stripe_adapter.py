@@ -25,6 +25,7 @@ from services.payments.stripe import (
     StripeConfig,
     StripeGateway,
 )
+from tests.fakes.serving import serve_in_thread
 from tests.fakes.stripe_server import (
     FakeStripeServer,
     make_event,
@@ -385,6 +386,56 @@ async def test_a_wrong_api_key_is_rejected(make_gateway: MakeGateway) -> None:
         await _intent(gateway)
 
     assert caught.value.http_status == 401
+
+
+def _answering(body: bytes, paths: list[bytes]) -> Any:
+    """A server answering every request 200 with `body`; it notes each raw path."""
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        paths.append(scope["raw_path"])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return answer
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"pi_1"', b"null"])
+async def test_a_success_whose_body_is_no_json_object_is_provider_error(
+    make_gateway: MakeGateway, body: bytes
+) -> None:
+    # A proxy or a broken deployment answering 200: the call may have happened, so
+    # this is "find out later" with the same key, never a crash or a rejection.
+    with serve_in_thread(_answering(body, []), name="stripe-odd-answer") as url:
+        gateway = make_gateway(api_base=url, max_network_retries=0)
+        with pytest.raises(ProviderError):
+            await _intent(gateway)
+
+
+async def test_an_id_goes_into_the_path_escaped(make_gateway: MakeGateway) -> None:
+    # Unescaped, "pi_1/cancel" would name another endpoint.
+    intent = {
+        "id": "pi_1",
+        "object": "payment_intent",
+        "status": "canceled",
+        "amount": 100,
+        "currency": "cny",
+        "client_secret": None,
+        "metadata": {},
+    }
+    paths: list[bytes] = []
+    with serve_in_thread(_answering(json.dumps(intent).encode(), paths), name="stripe") as url:
+        gateway = make_gateway(api_base=url, max_network_retries=0)
+        await gateway.retrieve_payment_intent("pi_1/cancel")
+
+    assert paths == [b"/v1/payment_intents/pi_1%2Fcancel"]
 
 
 # -- the fake's own HTTP contract ----------------------------------------------------
