@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ from sqlalchemy import func, select
 
 from app.main import create_app
 from services.catalog.models import Product
+from services.db import driver_connection
 from services.errors import Conflict
+from services.idempotency.models import IdempotencyKey
 from services.orders.models import Order, OrderLine, OrderStatus
 from services.payments import service as payments
 from services.payments.models import Payment
@@ -405,26 +408,52 @@ async def test_an_order_cancelled_while_stripe_answers_is_not_payable(
     assert (await stock_of(session, shelf["chicken"]))[:2] == (10, 0)
 
 
-async def test_binding_an_intent_binds_once_and_refuses_another_intent(
+async def test_binding_an_intent_binds_once_keeps_the_answer_and_refuses_another_intent(
     stripe_client, users, shelf, session, fake_stripe
 ):
-    """`bind_intent` binds the placed order's payment once; another intent does not bind,
-    and the entities' path then names the mismatch."""
+    """`bind_intent` binds the placed order's payment once and keeps the key's answer with
+    it; another intent, an order no longer awaiting payment or no order writes nothing,
+    and the entities' path then names the reason."""
     buyer = await users.make(Role.buyer)
     fake_stripe.state.fail_next(3, status=500, endpoint="POST /v1/payment_intents")
+    sent = key()
     failed = await stripe_client.post(
         "/v1/checkout",
-        headers=users.auth(buyer) | key(),
+        headers=users.auth(buyer) | sent,
         json=cart((shelf["chicken"], 1), method="stripe"),
     )
     assert failed.status_code == 503, failed.text
     order_id = uuid.UUID(failed.json()["order_id"])
+    driver = await driver_connection(session)
+    kept = select(IdempotencyKey.response_status, IdempotencyKey.response_body).where(
+        IdempotencyKey.owner_id == buyer.id, IdempotencyKey.key == sent["Idempotency-Key"]
+    )
     bound = select(Payment.provider_payment_id).where(Payment.order_id == order_id)
-    assert await payments.bind_intent(session, order_id, "pi_first") is OrderStatus.awaiting_payment
+    now = datetime.now(UTC)
+
+    async def bind(intent_id: str, order: uuid.UUID = order_id, body: str = '{"n": 1}') -> Any:
+        return await payments.bind_intent(
+            driver,
+            order,
+            intent_id,
+            owner_id=buyer.id,
+            key=sent["Idempotency-Key"],
+            status=201,
+            body=body,
+            now=now,
+        )
+
+    assert tuple((await session.execute(kept)).one()) == (None, None)
+    assert await bind("pi_first") == payments.Bound(OrderStatus.awaiting_payment, True)
     assert await session.scalar(bound) == "pi_first"
-    # Again with the same intent (a concurrent retry that bound it first): still bound.
-    assert await payments.bind_intent(session, order_id, "pi_first") is OrderStatus.awaiting_payment
-    assert await payments.bind_intent(session, order_id, "pi_second") is None
+    assert tuple((await session.execute(kept)).one()) == (201, {"n": 1})
+    # Again with the same intent (a concurrent retry that bound it first): still bound,
+    # and the first answer stays.
+    assert await bind("pi_first", body='{"n": 2}') == payments.Bound(
+        OrderStatus.awaiting_payment, True
+    )
+    assert tuple((await session.execute(kept)).one()) == (201, {"n": 1})
+    assert await bind("pi_second") == payments.Bound(OrderStatus.awaiting_payment, False)
     second = Intent(
         id="pi_second",
         status="requires_payment_method",
@@ -437,4 +466,41 @@ async def test_binding_an_intent_binds_once_and_refuses_another_intent(
         await payments.record_intent(session, order_id, second)
     assert refused.value.extra["reason"] == "intent-mismatch"
     assert await session.scalar(bound) == "pi_first"
-    assert await payments.bind_intent(session, uuid.uuid4(), "pi_first") is None
+    assert await bind("pi_first", order=uuid.uuid4()) == payments.Bound(None, False)
+
+
+async def test_an_order_no_longer_awaiting_payment_binds_nothing_and_keeps_no_answer(
+    stripe_client, users, shelf, session, fake_stripe
+):
+    buyer = await users.make(Role.buyer)
+    fake_stripe.state.fail_next(3, status=500, endpoint="POST /v1/payment_intents")
+    sent = key()
+    failed = await stripe_client.post(
+        "/v1/checkout",
+        headers=users.auth(buyer) | sent,
+        json=cart((shelf["chicken"], 1), method="stripe"),
+    )
+    order_id = uuid.UUID(failed.json()["order_id"])
+    cancelled = await stripe_client.post(
+        f"/v1/orders/{order_id}/cancel", headers=users.auth(buyer), json={}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+
+    found = await payments.bind_intent(
+        await driver_connection(session),
+        order_id,
+        "pi_late",
+        owner_id=buyer.id,
+        key=sent["Idempotency-Key"],
+        status=201,
+        body="{}",
+        now=datetime.now(UTC),
+    )
+
+    assert found == payments.Bound(OrderStatus.cancelled, False)
+    payment = select(Payment.provider_payment_id).where(Payment.order_id == order_id)
+    assert await session.scalar(payment) is None
+    kept = select(IdempotencyKey.response_status).where(
+        IdempotencyKey.owner_id == buyer.id, IdempotencyKey.key == sent["Idempotency-Key"]
+    )
+    assert await session.scalar(kept) is None

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from app.main import create_app
 from services.catalog import ranking
 from services.catalog.models import Product
-from services.db import create_engine, session_factory
+from services.db import autocommit_driver, create_engine, session_factory
 from services.jobs.service import enqueue
 from services.orders import flows
 from services.orders import service as orders
@@ -351,8 +351,18 @@ async def test_binding_an_intent_waits_for_the_order_before_it_locks_the_payment
     intent_id = order["client_secret"].split("_secret_")[0]
 
     async def bind() -> OrderStatus | None:
-        async with live["factory"]() as session, session.begin():
-            return await payments.bind_intent(session, order_id, intent_id)
+        async with autocommit_driver(live["factory"]) as driver:
+            found = await payments.bind_intent(
+                driver,
+                order_id,
+                intent_id,
+                owner_id=uuid.uuid4(),
+                key="no such key",
+                status=201,
+                body="{}",
+                now=datetime.now(UTC),
+            )
+        return found.status
 
     async with live["factory"]() as holder, holder.begin():
         await holder.execute(text("SELECT set_config('lock_timeout', '5s', true)"))

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.db import autocommit_driver
 from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.idempotency import service as idempotency
 from services.orders import service as orders
@@ -136,36 +137,48 @@ async def _attach_intent(
             order_id=str(order_id),
             retry_after=30,
         ) from exc
-    async with sessionmaker() as session, session.begin():
-        # The request that placed the order binds the intent in one statement; a retry
-        # carrying on, or a payment that will not bind, goes through the entities.
-        status = None
-        if placed is not None:
-            status = await payments.bind_intent(session, order_id, intent.id)
-        if status is None:
-            order = await orders.lock_order(session, order_id)
-            await payments.record_intent(session, order_id, intent)
-            status = order.status
-        if status is not OrderStatus.awaiting_payment:
-            raise Conflict(
-                f"This order is {status.value} already.",
-                reason="order-not-payable",
-                order_id=str(order_id),
-            )
-        if placed is not None:
-            # Until it is paid or cancelled, an order (still awaiting payment, under this
-            # transaction's lock), its fulfilments and lines stay as they were placed: no
-            # need to read them again.
-            if placed.payment is not None:
-                placed.payment.provider_payment_id = intent.id
-            shown = orders.OrderView(order, placed.fulfilments, placed.lines, placed.payment)
-        else:
-            shown = await orders.view(session, order)
+    if placed is not None:
+        # Until it is paid or cancelled, an order (still awaiting payment, under the
+        # binding's lock), its fulfilments and lines stay as they were placed: no need to
+        # read them again. The answer is rendered first, to be kept with the binding.
+        if placed.payment is not None:
+            placed.payment.provider_payment_id = intent.id
+        shown = orders.OrderView(placed.order, placed.fulfilments, placed.lines, placed.payment)
         body = render(shown, intent.client_secret)
+        async with autocommit_driver(sessionmaker) as driver:
+            bound = await payments.bind_intent(
+                driver,
+                order_id,
+                intent.id,
+                owner_id=buyer.id,
+                key=key,
+                status=201,
+                body=body,
+                now=now,
+            )
+        if bound.bound:
+            return Answer(201, body, replayed=False)
+        if bound.status is not None and bound.status is not OrderStatus.awaiting_payment:
+            raise _not_payable(order_id, bound.status)
+    # A retry carrying on, or a payment that will not bind, goes through the entities.
+    async with sessionmaker() as session, session.begin():
+        order = await orders.lock_order(session, order_id)
+        await payments.record_intent(session, order_id, intent)
+        if order.status is not OrderStatus.awaiting_payment:
+            raise _not_payable(order_id, order.status)
+        body = render(await orders.view(session, order), intent.client_secret)
         await idempotency.complete(
             session, owner_id=buyer.id, key=key, status=201, body=body, now=now
         )
     return Answer(201, body, replayed=False)
+
+
+def _not_payable(order_id: uuid.UUID, status: OrderStatus) -> Conflict:
+    return Conflict(
+        f"This order is {status.value} already.",
+        reason="order-not-payable",
+        order_id=str(order_id),
+    )
 
 
 async def cancel_by_buyer(

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services import money
-from services.db import autocommit_driver, driver_connection, transaction, utcnow
+from services.db import autocommit_driver, transaction, utcnow
 from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.ledger import service as ledger
 from services.orders import service as orders
@@ -83,32 +83,63 @@ async def record_intent(session: AsyncSession, order_id: uuid.UUID, intent: Inte
     return payment
 
 
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """What `bind_intent` found under the order's lock."""
+
+    status: OrderStatus | None  # the order's status; None: no such order
+    bound: bool  # the payment is bound to the intent and the key keeps the answer
+
+
 # The order's lock first (as every path that locks an order and its payment), then the
 # payment's row: UPDATE ... FROM the locked order takes the payment's lock only once the
-# join has the order. updated_at moves only when the intent is new.
+# join has the order. Only an order still awaiting payment binds; updated_at moves only
+# when the intent is new. The key keeps its answer (as `idempotency.complete`) only
+# when the payment is bound, so that nothing is written when something else is due.
 _BIND_INTENT = """
-WITH o AS (SELECT id, status FROM orders WHERE id = $1 FOR UPDATE)
-UPDATE payments p
-   SET provider_payment_id = $2,
-       updated_at = CASE WHEN p.provider_payment_id IS NULL THEN now() ELSE p.updated_at END
-  FROM o
- WHERE p.order_id = o.id AND coalesce(p.provider_payment_id, $2) = $2
-RETURNING o.status
+WITH o AS (SELECT id, status FROM orders WHERE id = $1 FOR UPDATE),
+bound AS (
+    UPDATE payments p
+       SET provider_payment_id = $2,
+           updated_at = CASE WHEN p.provider_payment_id IS NULL THEN now() ELSE p.updated_at END
+      FROM o
+     WHERE p.order_id = o.id AND coalesce(p.provider_payment_id, $2) = $2
+       AND o.status = 'awaiting_payment'
+    RETURNING p.id
+),
+answered AS (
+    UPDATE idempotency_keys
+       SET response_status = $5, response_body = $6::jsonb, completed_at = $7
+     WHERE owner_id = $3 AND key = $4 AND response_status IS NULL
+       AND EXISTS (SELECT FROM bound)
+)
+SELECT (SELECT o.status FROM o) AS status, EXISTS (SELECT FROM bound) AS bound
 """
 
 
 async def bind_intent(
-    session: AsyncSession, order_id: uuid.UUID, intent_id: str
-) -> OrderStatus | None:
-    """`record_intent` in one statement, for the request that just placed the order.
+    driver: Any,
+    order_id: uuid.UUID,
+    intent_id: str,
+    *,
+    owner_id: uuid.UUID,
+    key: str,
+    status: int,
+    body: str,
+    now: datetime,
+) -> Bound:
+    """For the request that just placed the order: `record_intent` and
+    `idempotency.complete` in one statement, on a driver connection (`autocommit_driver`:
+    one round trip, no transaction of its own to begin and commit).
 
-    Locks the order and binds its payment to the intent; answers the order's status
-    under that lock. None when there is nothing to bind (no payment, or one bound to
-    another intent): the caller takes `lock_order` and `record_intent`, which say why.
+    Locks the order; while it awaits payment, binds its payment to the intent and keeps
+    `body` as the key's answer. Writes nothing otherwise: when the order is no longer
+    awaiting payment, or its payment is missing or bound to another intent, the caller
+    takes `lock_order` and `record_intent`, which say why.
     """
-    driver = await driver_connection(session)
-    status = await driver.fetchval(_BIND_INTENT, order_id, intent_id)
-    return None if status is None else OrderStatus(status)
+    row = await driver.fetchrow(_BIND_INTENT, order_id, intent_id, owner_id, key, status, body, now)
+    found = row["status"]
+    return Bound(None if found is None else OrderStatus(found), row["bound"])
 
 
 # --- Stripe events -----------------------------------------------------------------
