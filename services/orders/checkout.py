@@ -78,6 +78,29 @@ def _merge(lines: list[CartLine]) -> list[tuple[uuid.UUID, int]]:
     return list(totals.items())
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedOrder:
+    """An order as `prepare_order` built it, with its first history row: not yet written."""
+
+    view: OrderView
+    event: OrderEvent
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWrite:
+    """The Idempotency-Key of the request placing an order, written with the order.
+
+    It names the order; with `status` and `body` (and `now`, the time of the answer)
+    it also keeps the request's answer, as `idempotency.complete` does.
+    """
+
+    owner_id: uuid.UUID
+    key: str
+    status: int | None = None
+    body: str | None = None
+    now: datetime | None = None
+
+
 async def place_order(
     session: AsyncSession,
     buyer: User,
@@ -87,11 +110,31 @@ async def place_order(
     now: datetime,
     reservation: timedelta,
 ) -> OrderView:
-    """Create the order, its fulfilments, lines and payment record, with stock reserved.
+    """Create the order, its fulfilments, lines and payment record, with stock reserved:
+    `prepare_order`, then `write_order`."""
+    prepared = await prepare_order(
+        session, buyer, cart, fees=fees, now=now, reservation=reservation
+    )
+    await write_order(session, prepared)
+    return prepared.view
 
-    Runs in the caller's transaction: nothing of it exists unless all of it does.
-    Every row is written once, complete (totals are known before the order is
-    inserted), and returned as it is, without reading it back.
+
+async def prepare_order(
+    session: AsyncSession,
+    buyer: User,
+    cart: Cart,
+    *,
+    fees: FeePolicy,
+    now: datetime,
+    reservation: timedelta,
+) -> PreparedOrder:
+    """Reserve the cart's stock and build the order, its fulfilments, lines and payment
+    record, complete, for `write_order` to insert.
+
+    Runs in the caller's transaction, which must go on to `write_order` or roll back:
+    nothing of the order exists unless all of it does, stock included. Every row is
+    built complete (totals are known before the order is written) and kept as it is,
+    without being read back, so that the answer can be rendered before it is written.
     """
     if not cart.lines:
         raise Invalid("A cart has at least one line.", field="lines")
@@ -221,19 +264,15 @@ async def place_order(
         actor_id=buyer.id,
         at=now,
     )
-    await _insert_all(session, order, list(fulfilments.values()), lines, payment, event)
-    return OrderView(order, list(fulfilments.values()), lines, payment)
+    return PreparedOrder(OrderView(order, list(fulfilments.values()), lines, payment), event)
 
 
-async def _insert_all(
-    session: AsyncSession,
-    order: Order,
-    fulfilments: list[Fulfilment],
-    lines: list[OrderLine],
-    payment: Payment,
-    event: OrderEvent,
+async def write_order(
+    session: AsyncSession, prepared: PreparedOrder, *, key: KeyWrite | None = None
 ) -> None:
-    """The whole order in one statement: each table's rows a data-modifying CTE.
+    """Insert an order `prepare_order` built; with `key`, write the key in the same statement.
+
+    The whole order in one statement: each table's rows a data-modifying CTE.
 
     Foreign keys are checked at the end of the statement, when every row is there,
     so parents and children go in together. The objects stay out of the session:
@@ -242,12 +281,24 @@ async def _insert_all(
     relationship() ties) cost three round trips and much of checkout's Python; the
     statement text never changes, so the driver prepares it once per connection.
     """
-    groups: list[list[Any]] = [[order], fulfilments, lines, [payment], [event]]
-    args = [
-        [_bindable(entity.__dict__[key]) for entity in entities]
-        for (_, columns), entities in zip(_ORDER_TABLES, groups, strict=True)
-        for key, _ in columns
+    placed = prepared.view
+    assert placed.payment is not None
+    groups: list[list[Any]] = [
+        [placed.order],
+        placed.fulfilments,
+        placed.lines,
+        [placed.payment],
+        [prepared.event],
     ]
+    args: list[Any] = [
+        [_bindable(entity.__dict__[name]) for entity in entities]
+        for (_, columns), entities in zip(_ORDER_TABLES, groups, strict=True)
+        for name, _ in columns
+    ]
+    if key is None:
+        args += [None] * 6
+    else:
+        args += [key.owner_id, key.key, placed.order.id, key.status, key.body, key.now]
     await (await driver_connection(session)).execute(_INSERT_ORDER, *args)
 
 
@@ -292,6 +343,15 @@ def _insert_order_sql() -> str:
         # Names and types from our own table metadata; every value is a parameter.
         insert = f"INSERT INTO {table.name} ({names}) SELECT {', '.join(picks)}"
         ctes.append(f"t{index} AS ({insert} FROM unnest({', '.join(arrays)}) AS u({names}))")
+    # The key of the request (`idempotency.attach`, or `idempotency.complete` with the
+    # answer), when there is one; a NULL owner matches no row.
+    n = number
+    ctes.append(
+        f"tk AS (UPDATE idempotency_keys SET resource_id = ${n + 3}, "  # noqa: S608 (numbers)
+        f"response_status = ${n + 4}::smallint, response_body = ${n + 5}::jsonb, "
+        f"completed_at = ${n + 6}::timestamptz "
+        f"WHERE owner_id = ${n + 1}::uuid AND key = ${n + 2}::text AND response_status IS NULL)"
+    )
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 

@@ -23,7 +23,7 @@ from services.db import autocommit_driver
 from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.idempotency import service as idempotency
 from services.orders import service as orders
-from services.orders.checkout import Cart, FeePolicy, place_order
+from services.orders.checkout import Cart, FeePolicy, KeyWrite, prepare_order, write_order
 from services.orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from services.payments import service as payments
 from services.payments.models import PaymentState, Refund
@@ -70,24 +70,20 @@ async def checkout(
             assert claim.response_status is not None
             return Answer(claim.response_status, claim.answer_text(), replayed=True)
         if claim.new:
-            placed = await place_order(
+            prepared = await prepare_order(
                 session, buyer, cart, fees=fees, now=now, reservation=reservation
             )
+            placed = prepared.view
             order = placed.order
             if order.payment_method is PaymentMethod.cod:
+                # The answer is kept with the order, in the statement that writes it.
                 body = render(placed, None)
-                await idempotency.complete(
-                    session,
-                    owner_id=buyer.id,
-                    key=key,
-                    status=201,
-                    body=body,
-                    now=now,
-                    resource_id=order.id,
-                )
+                answered = KeyWrite(buyer.id, key, status=201, body=body, now=now)
+                await write_order(session, prepared, key=answered)
                 return Answer(201, body, replayed=False)
-            # Stripe is asked outside this transaction: a retry finds the order by the key.
-            await idempotency.attach(session, owner_id=buyer.id, key=key, resource_id=order.id)
+            # Stripe is asked outside this transaction: a retry finds the order by the key,
+            # which the statement writing the order names it in.
+            await write_order(session, prepared, key=KeyWrite(buyer.id, key))
             order_id = order.id
         else:
             # The first request with this key made the order but never heard from
