@@ -377,6 +377,42 @@ async def test_binding_an_intent_waits_for_the_order_before_it_locks_the_payment
     assert await binding is OrderStatus.awaiting_payment
 
 
+async def test_a_payment_takes_its_products_in_id_order_as_checkout_does(live):
+    """The sale a succeeded payment records locks the order's products lowest id first,
+    as checkout reserves them: while another transaction holds the lower product, the
+    webhook waits for it without holding the higher one (held in the other order, the two
+    would deadlock)."""
+    low, high = sorted([await new_product(live, 5), await new_product(live, 5)], key=lambda p: p.id)
+    placed = await live["client"].post(
+        "/v1/checkout",
+        headers=auth(live["buyers"][9]) | {"Idempotency-Key": uuid.uuid4().hex},
+        # The cart names the higher product first.
+        json=cart((high, 1), (low, 2), method="stripe"),
+    )
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    payload, headers = signed(succeeded(order))
+    async with live["factory"]() as holder, holder.begin():
+        await holder.execute(text("SELECT set_config('lock_timeout', '5s', true)"))
+        await holder.execute(
+            text("SELECT 1 FROM products WHERE id = :id FOR NO KEY UPDATE"), {"id": low.id}
+        )
+        webhook = asyncio.create_task(
+            live["client"].post("/v1/webhooks/stripe", content=payload, headers=headers)
+        )
+        await wait_for_a_lock_wait(live["factory"], "the payment never waited for the product")
+        # Had the payment taken the higher product first, this would fail at once.
+        await holder.execute(
+            text("SELECT 1 FROM products WHERE id = :id FOR NO KEY UPDATE NOWAIT"),
+            {"id": high.id},
+        )
+    answer = await webhook
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outcome"] == "order-confirmed"
+    assert await counts(live, low) == (3, 0, 2, 1)
+    assert await counts(live, high) == (4, 0, 1, 1)
+
+
 async def test_a_dispute_reported_while_a_manager_refunds_waits_for_the_order(live):
     product = await new_product(live, stock=5)
     order = await stripe_order(live, live["buyers"][7], product, 1)

@@ -192,7 +192,7 @@ async def _set_fulfilments(
 
 async def record_sale(session: AsyncSession, order: Order, *, amount: int, now: datetime) -> None:
     """Money received: the order is paid, reserved stock counts as sold, and the share
-    snapshot is retaken (the SQL function `orders_record_sale`, migration 0012)."""
+    snapshot is retaken (the SQL function `orders_record_sale`, migrations 0012 and 0021)."""
     await session.flush()
     await session.execute(_RECORD_SALE, {"order": order.id, "amount": amount, "now": now})
     await session.refresh(order)
@@ -202,8 +202,9 @@ async def confirm_paid(session: AsyncSession, order: Order, *, amount: int, now:
     """A Stripe payment succeeded: the order proceeds to its cooperatives.
 
     The order is confirmed (with its history row), its fulfilments are ready, and the
-    sale is recorded, by the SQL function `orders_confirm_paid` (migration 0012),
-    which a Stripe event's one-statement path calls too. The share snapshot is taken
+    sale is recorded, by the SQL function `orders_confirm_paid` (migrations 0012 and 0021);
+    a Stripe event's one-statement path calls the part after its check of the status,
+    `orders_confirmed_by_payment`, itself. The share snapshot is taken
     again at the moment of payment: a sale keeps the shares in force when it was paid
     (DESIGN), and they may have changed since checkout.
     """

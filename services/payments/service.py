@@ -158,9 +158,9 @@ async def receive(
 
     The usual `payment_intent.succeeded` (its payment found by the intent, pending,
     the order awaiting payment) is one statement outside any transaction
-    (`stripe_intent_succeeded`, migration 0012, atomic by itself); every other event,
-    and a succeeded one that is not the usual case, is applied by `receive_event` in
-    a transaction.
+    (`stripe_intent_succeeded`, migrations 0012, 0013 and 0021, atomic by itself);
+    every other event, and a succeeded one that is not the usual case, is applied by
+    `receive_event` in a transaction.
     """
     intent_id = _intent_id(event.object)
     if event.type == "payment_intent.succeeded" and intent_id:
