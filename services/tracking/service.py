@@ -1,7 +1,8 @@
 """Shipments: registering parcels, applying provider and manual events, who sees what.
 
 Every event, from a webhook, the poller or a person, goes through the SQL function
-`tracking_apply` (migration 0011): it stores the events not seen before (a digest
+`tracking_apply_locked` (migration 0022, by way of `tracking_apply` or, for a
+provider's report, `tracking_receive`): it stores the events not seen before (a digest
 of source, status, time and place is unique per shipment, so the same scan
 reported twice, or by the webhook and the poller at the same moment, is one row)
 and moves the parcel's status by the rule of `rules.py`; when the last parcel of a
@@ -219,7 +220,7 @@ def _report(
     }
 
 
-# A provider's report in one statement (migration 0011): once per delivery id, the
+# A provider's report in one statement (migrations 0011 and 0022): once per delivery id, the
 # parcel locked, its unseen events stored, its status moved and, when its arrival
 # completes a fulfilment, the fulfilment delivered.
 _RECEIVE = text(
