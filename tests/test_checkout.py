@@ -408,12 +408,11 @@ async def test_an_order_cancelled_while_stripe_answers_is_not_payable(
     assert (await stock_of(session, shelf["chicken"]))[:2] == (10, 0)
 
 
-async def test_binding_an_intent_binds_once_keeps_the_answer_and_refuses_another_intent(
-    stripe_client, users, shelf, session, fake_stripe
-):
-    """`bind_intent` binds the placed order's payment once and keeps the key's answer with
-    it; another intent, an order no longer awaiting payment or no order writes nothing,
-    and the entities' path then names the reason."""
+async def _placed_without_an_intent(
+    stripe_client: Any, users: Any, shelf: Any, fake_stripe: Any
+) -> tuple[Any, dict[str, str], uuid.UUID]:
+    """A Stripe checkout whose PaymentIntent Stripe never made (three 500s): the buyer,
+    the Idempotency-Key header sent, and the order, placed and awaiting payment."""
     buyer = await users.make(Role.buyer)
     fake_stripe.state.fail_next(3, status=500, endpoint="POST /v1/payment_intents")
     sent = key()
@@ -423,7 +422,18 @@ async def test_binding_an_intent_binds_once_keeps_the_answer_and_refuses_another
         json=cart((shelf["chicken"], 1), method="stripe"),
     )
     assert failed.status_code == 503, failed.text
-    order_id = uuid.UUID(failed.json()["order_id"])
+    return buyer, sent, uuid.UUID(failed.json()["order_id"])
+
+
+async def test_binding_an_intent_binds_once_keeps_the_answer_and_refuses_another_intent(
+    stripe_client, users, shelf, session, fake_stripe
+):
+    """`bind_intent` binds the placed order's payment once and keeps the key's answer with
+    it; another intent, an order no longer awaiting payment or no order writes nothing,
+    and the entities' path then names the reason."""
+    buyer, sent, order_id = await _placed_without_an_intent(
+        stripe_client, users, shelf, fake_stripe
+    )
     driver = await driver_connection(session)
     kept = select(IdempotencyKey.response_status, IdempotencyKey.response_body).where(
         IdempotencyKey.owner_id == buyer.id, IdempotencyKey.key == sent["Idempotency-Key"]
@@ -472,15 +482,9 @@ async def test_binding_an_intent_binds_once_keeps_the_answer_and_refuses_another
 async def test_an_order_no_longer_awaiting_payment_binds_nothing_and_keeps_no_answer(
     stripe_client, users, shelf, session, fake_stripe
 ):
-    buyer = await users.make(Role.buyer)
-    fake_stripe.state.fail_next(3, status=500, endpoint="POST /v1/payment_intents")
-    sent = key()
-    failed = await stripe_client.post(
-        "/v1/checkout",
-        headers=users.auth(buyer) | sent,
-        json=cart((shelf["chicken"], 1), method="stripe"),
+    buyer, sent, order_id = await _placed_without_an_intent(
+        stripe_client, users, shelf, fake_stripe
     )
-    order_id = uuid.UUID(failed.json()["order_id"])
     cancelled = await stripe_client.post(
         f"/v1/orders/{order_id}/cancel", headers=users.auth(buyer), json={}
     )
