@@ -1,6 +1,6 @@
 """Orders of the demo county, planned from a seeded generator and carried through the services.
 
-Every order goes the way a real one goes: `place_order` reserves stock and snapshots
+Every order goes the way a real one goes: `prepare_order` reserves stock and snapshots
 the supply shares, a card payment arrives as a Stripe `payment_intent.succeeded`
 event through `payments.receive_event` (the demo runs without Stripe keys, so the
 event is built here, with `evt_demo_`/`pi_demo_` ids), parcels are registered with
@@ -40,7 +40,14 @@ from services.jobs.service import enqueue
 from services.ledger import flag_rules, payouts  # noqa: F401
 from services.ledger.service import CHINA, assessment_year
 from services.orders import flows
-from services.orders.checkout import Cart, CartLine, Delivery, FeePolicy, place_order
+from services.orders.checkout import (
+    Cart,
+    CartLine,
+    Delivery,
+    FeePolicy,
+    prepare_order,
+    write_order,
+)
 from services.orders.models import DeliveryType, PaymentMethod
 from services.orders.service import OrderView
 from services.payments import service as payments
@@ -397,9 +404,11 @@ class Trader:
             delivery=delivery,
             payment_method=PaymentMethod.stripe if plan.card else PaymentMethod.cod,
         )
-        view = await place_order(
+        prepared = await prepare_order(
             session, plan.buyer, cart, fees=FEES, now=plan.placed_at, reservation=RESERVATION
         )
+        await write_order(session, prepared)
+        view = prepared.view
         plan.view = view
         self.carried.append(plan)
         order = view.order

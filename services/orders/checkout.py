@@ -101,24 +101,6 @@ class KeyWrite:
     now: datetime | None = None
 
 
-async def place_order(
-    session: AsyncSession,
-    buyer: User,
-    cart: Cart,
-    *,
-    fees: FeePolicy,
-    now: datetime,
-    reservation: timedelta,
-) -> OrderView:
-    """Create the order, its fulfilments, lines and payment record, with stock reserved:
-    `prepare_order`, then `write_order`."""
-    prepared = await prepare_order(
-        session, buyer, cart, fees=fees, now=now, reservation=reservation
-    )
-    await write_order(session, prepared)
-    return prepared.view
-
-
 async def prepare_order(
     session: AsyncSession,
     buyer: User,

@@ -3,9 +3,10 @@
 Everything else in services works inside the caller's single transaction. A
 checkout paid by Stripe cannot: holding stock locks while waiting for Stripe
 would serialise every buyer of a popular product behind the network. So the
-order is committed first (stock reserved, key claimed), Stripe is asked for the
-intent outside any transaction, and the answer is recorded in a second one.
-A failure in between leaves a pending order that a retry with the same key resumes.
+order is committed first (stock reserved, key claimed and naming the order),
+Stripe is asked for the intent outside any transaction, and the intent and the
+answer are recorded by one statement of their own (`payments.bind_intent`). A
+failure in between leaves a pending order that a retry with the same key resumes.
 """
 
 from __future__ import annotations
