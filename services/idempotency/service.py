@@ -128,12 +128,28 @@ RETURNING k.key
 _ATTACH = """
 UPDATE idempotency_keys SET resource_id = $3 WHERE owner_id = $1 AND key = $2
 """
-_COMPLETE = """
-UPDATE idempotency_keys
-   SET response_status = $3, response_body = $4::jsonb, completed_at = $5,
-       resource_id = coalesce($6, resource_id)
- WHERE owner_id = $1 AND key = $2 AND response_status IS NULL
-"""
+
+
+def complete_sql(first: int, *, only_if: str | None = None) -> str:
+    """`complete`'s UPDATE with its parameters numbered from `first` ($first: owner,
+    then key, status, body as JSON text, time, resource id), for a statement that keeps
+    a key's answer together with other work (checkout's order, a Stripe binding).
+
+    A NULL status names the resource only; a NULL resource keeps the one named;
+    `only_if`, a condition of the enclosing statement, gates the whole update.
+    """
+    owner, key, status, body, at, resource = (f"${first + i}" for i in range(6))
+    gate = f" AND {only_if}" if only_if else ""
+    return (
+        f"UPDATE idempotency_keys SET response_status = {status}::smallint, "  # noqa: S608 (numbers)
+        f"response_body = {body}::jsonb, completed_at = {at}::timestamptz, "
+        f"resource_id = coalesce({resource}::uuid, resource_id) "
+        f"WHERE owner_id = {owner}::uuid AND key = {key}::text AND response_status IS NULL"
+        f"{gate}"
+    )
+
+
+_COMPLETE = complete_sql(1)
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime) -> int:

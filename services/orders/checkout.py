@@ -19,6 +19,7 @@ from services import money
 from services.catalog import service as catalog
 from services.db import Base, built, driver_connection
 from services.errors import Invalid, NotFound
+from services.idempotency import service as idempotency
 from services.orders.models import (
     DeliveryType,
     Fulfilment,
@@ -280,7 +281,7 @@ async def write_order(
     if key is None:
         args += [None] * 6
     else:
-        args += [key.owner_id, key.key, placed.order.id, key.status, key.body, key.now]
+        args += [key.owner_id, key.key, key.status, key.body, key.now, placed.order.id]
     await (await driver_connection(session)).execute(_INSERT_ORDER, *args)
 
 
@@ -325,15 +326,9 @@ def _insert_order_sql() -> str:
         # Names and types from our own table metadata; every value is a parameter.
         insert = f"INSERT INTO {table.name} ({names}) SELECT {', '.join(picks)}"
         ctes.append(f"t{index} AS ({insert} FROM unnest({', '.join(arrays)}) AS u({names}))")
-    # The key of the request (`idempotency.attach`, or `idempotency.complete` with the
-    # answer), when there is one; a NULL owner matches no row.
-    n = number
-    ctes.append(
-        f"tk AS (UPDATE idempotency_keys SET resource_id = ${n + 3}, "  # noqa: S608 (numbers)
-        f"response_status = ${n + 4}::smallint, response_body = ${n + 5}::jsonb, "
-        f"completed_at = ${n + 6}::timestamptz "
-        f"WHERE owner_id = ${n + 1}::uuid AND key = ${n + 2}::text AND response_status IS NULL)"
-    )
+    # The key of the request (`idempotency.complete`, with the answer or naming the
+    # order only), when there is one; a NULL owner matches no row.
+    ctes.append(f"tk AS ({idempotency.complete_sql(number + 1)})")
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 

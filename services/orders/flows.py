@@ -140,8 +140,7 @@ async def _attach_intent(
         # read them again. The answer is rendered first, to be kept with the binding.
         if placed.payment is not None:
             placed.payment.provider_payment_id = intent.id
-        shown = orders.OrderView(placed.order, placed.fulfilments, placed.lines, placed.payment)
-        body = render(shown, intent.client_secret)
+        body = render(placed, intent.client_secret)
         async with autocommit_driver(sessionmaker) as driver:
             bound = await payments.bind_intent(
                 driver,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services import money
 from services.db import autocommit_driver, transaction, utcnow
 from services.errors import Conflict, Invalid, NotFound, Unavailable
+from services.idempotency import service as idempotency
 from services.ledger import service as ledger
 from services.orders import service as orders
 from services.orders.models import Order, OrderLine, OrderStatus, PaymentMethod, PaymentStatus
@@ -94,9 +95,9 @@ class Bound:
 # The order's lock first (as every path that locks an order and its payment), then the
 # payment's row: UPDATE ... FROM the locked order takes the payment's lock only once the
 # join has the order. Only an order still awaiting payment binds; updated_at moves only
-# when the intent is new. The key keeps its answer (as `idempotency.complete`) only
-# when the payment is bound, so that nothing is written when something else is due.
-_BIND_INTENT = """
+# when the intent is new. The key keeps its answer (`idempotency.complete`'s update)
+# only when the payment is bound, so that nothing is written when something else is due.
+_BIND_INTENT = f"""
 WITH o AS (SELECT id, status FROM orders WHERE id = $1 FOR UPDATE),
 bound AS (
     UPDATE payments p
@@ -107,14 +108,9 @@ bound AS (
        AND o.status = 'awaiting_payment'
     RETURNING p.id
 ),
-answered AS (
-    UPDATE idempotency_keys
-       SET response_status = $5, response_body = $6::jsonb, completed_at = $7
-     WHERE owner_id = $3 AND key = $4 AND response_status IS NULL
-       AND EXISTS (SELECT FROM bound)
-)
+answered AS ({idempotency.complete_sql(3, only_if="EXISTS (SELECT FROM bound)")})
 SELECT (SELECT o.status FROM o) AS status, EXISTS (SELECT FROM bound) AS bound
-"""
+"""  # noqa: S608 (our own fixed text)
 
 
 async def bind_intent(
@@ -137,7 +133,9 @@ async def bind_intent(
     awaiting payment, or its payment is missing or bound to another intent, the caller
     takes `lock_order` and `record_intent`, which say why.
     """
-    row = await driver.fetchrow(_BIND_INTENT, order_id, intent_id, owner_id, key, status, body, now)
+    row = await driver.fetchrow(
+        _BIND_INTENT, order_id, intent_id, owner_id, key, status, body, now, None
+    )
     found = row["status"]
     return Bound(None if found is None else OrderStatus(found), row["bound"])
 
