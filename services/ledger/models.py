@@ -51,12 +51,12 @@ class LedgerEntry(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    # The line and what it copies from its order (fulfilment, product, cooperative, county,
-    # buyer) carry no foreign keys: every entry is written from its line, in the transaction
-    # that recognises it (INSERT … SELECT from order_lines) or refunds it (rows built from the
-    # line it just read), and a key check (with its FOR KEY SHARE lock on the referenced row)
-    # per entry halved the speed of recognising a backlog.
-    # `marketplace ledger-audit` checks each entry against its line instead (migration 0010).
+    # No column carries a foreign key: every entry is written from its line, in the
+    # transaction that recognises it (INSERT … SELECT from order_lines, the households from
+    # the line's share snapshot) or refunds it (rows built from the line it just read and
+    # the refund it just wrote), and a key check (with its FOR KEY SHARE lock on the
+    # referenced row) per entry halved the speed of recognising a backlog (migrations 0010
+    # and 0023). `marketplace ledger-audit` checks each entry against its line instead.
     line_id: Mapped[uuid.UUID]
     order_id: Mapped[uuid.UUID]
     fulfilment_id: Mapped[uuid.UUID]
@@ -65,7 +65,7 @@ class LedgerEntry(Base):
     county_code: Mapped[str] = mapped_column(CHAR(12))
     buyer_id: Mapped[uuid.UUID]
     household_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("households.id"), comment="NULL: the cooperative's part of the line."
+        comment="NULL: the cooperative's part of the line."
     )
     kind: Mapped[EntryKind] = mapped_column(text_enum(EntryKind, "ledger_entry_kind"))
     amount_fen: Mapped[int] = mapped_column(BigInteger)
@@ -76,7 +76,7 @@ class LedgerEntry(Base):
     effective_at: Mapped[datetime] = mapped_column(
         comment="Delivery (cash: collection) for a recognition, the refund for an adjustment."
     )
-    refund_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("refunds.id"))
+    refund_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
