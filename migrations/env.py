@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from services.db import create_engine
 from services.models import metadata
+from services.schema import compare_type
 
 config = context.config
 target_metadata = metadata
@@ -24,7 +25,7 @@ def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        compare_type=True,
+        compare_type=compare_type,
         compare_server_default=True,
         transaction_per_migration=False,
     )

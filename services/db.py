@@ -74,8 +74,14 @@ def _attributes(model: type[Base]) -> frozenset[str]:
 
 
 def text_enum(cls: type[enum.Enum], name: str, length: int = 20) -> Enum:
-    """An enum stored as text with a CHECK constraint: adding a value is a plain migration."""
-    return Enum(cls, name=name, native_enum=False, create_constraint=True, length=length)
+    """An enum stored as text, its column typed by the domain `name` over varchar(`length`).
+
+    The domain's CHECK (`ck_<name>`) lists the values: migration 0024 made them domains,
+    not table constraints, which PostgreSQL rebuilds for every statement writing to the
+    table. Adding a value is a plain migration that replaces the domain's constraint.
+    `services.schema.compare_type` tells Alembic this type and its domain agree.
+    """
+    return Enum(cls, name=name, native_enum=False, create_constraint=False, length=length)
 
 
 def utcnow() -> datetime:
