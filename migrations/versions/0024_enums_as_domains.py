@@ -18,7 +18,12 @@ four enums as domains and the two amount rules left as table constraints.
 
 Made without rewriting a table: the domains are created bare (the columns change
 type in place, varchar to a domain over the same varchar), then each gets its CHECK,
-which validates the stored values by a scan.
+which validates the stored values by a scan. Each table altered stays locked
+(ACCESS EXCLUSIVE) until the migration commits; on the bench's backlog of 200,000
+order lines the whole revision took about 3 s. The eight partial indexes whose
+predicate names a changed column are rebuilt (the fulfilments still to recognise,
+the orders' reservations, the products' four active listings, the shipments to
+poll, a household's open exit proposal); the others are kept as they are.
 
 Revision ID: 0024
 Revises: 0023
