@@ -38,16 +38,12 @@ def compare_type(
 ) -> bool | None:
     """Alembic's type comparison, knowing that a `text_enum` column is typed by its domain.
 
-    False (no difference) for an enum whose column is the domain of its name over a
-    varchar of its length; anything else is left to Alembic (None). The values are
-    compared by tests/test_migrations.py.
+    False (no difference) for an enum whose column is the domain of its name; anything
+    else is left to Alembic (None). A reflected domain carries neither its base type's
+    length nor its constraint: tests/test_migrations.py compares those with the model.
     """
     if isinstance(metadata_type, Enum) and isinstance(inspected_type, DOMAIN):
-        base = inspected_type.data_type
-        return not (
-            inspected_type.name == metadata_type.name
-            and getattr(base, "length", None) in (None, metadata_type.length)
-        )
+        return inspected_type.name != metadata_type.name
     return None
 
 
