@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from services import money
+from services.errors import NotFound
 from services.ledger import flag_rules
 from services.ledger import service as ledger
 from services.ledger.models import EntryKind, LedgerEntry, Recognition
@@ -311,6 +312,28 @@ async def test_the_backlog_sweep_recognises_each_fulfilment_once(client, users, 
     for order in orders:
         assert await recognise(session, order) == 0
         assert sum(e.amount_fen for e in await entries(session, order["id"])) == 2_375
+
+
+async def test_a_deliverys_job_takes_the_other_due_fulfilments_along(client, users, world, session):
+    coop = await world.cooperative()
+    a = await world.household()
+    product = await supplied_product(world, coop, [(a, 7_000)])
+    orders = [await delivered_cod_order(client, users, [(product, 1)]) for _ in range(4)]
+    fulfilments = [uuid.UUID(o["fulfilments"][0]["id"]) for o in orders]
+    now = datetime.now(UTC)
+    # At most `sweep` others: the first job takes two of the three others along.
+    assert await ledger.recognise_delivered(session, fulfilments[1], now=now, sweep=2) == 3
+    assert await session.scalar(select(func.count()).select_from(Recognition)) == 3
+    left = set(fulfilments) - set(await session.scalars(select(Recognition.fulfilment_id)))
+    assert len(left) == 1 and fulfilments[1] not in left
+    # The jobs of those it took find them recognised; the one left is its own job's.
+    done = {f: await ledger.recognise_delivered(session, f, now=now) for f in fulfilments}
+    assert done == {f: 1 if f in left else 0 for f in fulfilments}
+    assert await ledger.recognise_due(session, now=now) == 0
+    for order in orders:
+        assert sum(e.amount_fen for e in await entries(session, order["id"])) == 2_375
+    with pytest.raises(NotFound):
+        await ledger.recognise_delivered(session, uuid.uuid4(), now=now)
 
 
 async def test_purchases_are_reviewed_before_the_households_are_locked(

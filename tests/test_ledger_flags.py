@@ -16,6 +16,9 @@ from app.api.attribution import policy_from
 from app.cli import _recognise_backlog
 from app.settings import Settings
 from services.households.models import Household
+from services.jobs.models import Job
+from services.jobs.registry import load_handlers
+from services.jobs.worker import Worker
 from services.ledger import audit, flag_rules, flags, totals
 from services.ledger import service as ledger
 from services.ledger.flags import FlagPolicy
@@ -728,6 +731,62 @@ async def test_concurrent_recognitions_see_each_others_income(live) -> None:
             buyer.id,
         )
         assert await covered(session, flag) == {(line_ids(o)[0], household.id) for o in orders}
+
+
+async def recognise_delivered_alone(live: dict[str, Any], fulfilment_id: str) -> int:
+    """What a delivery's outbox job does, in a transaction of its own."""
+    async with live["factory"]() as session, session.begin():
+        return await ledger.recognise_delivered(
+            session, uuid.UUID(fulfilment_id), now=datetime.now(UTC)
+        )
+
+
+async def test_a_deliverys_job_does_not_wait_for_an_order_another_holds(live) -> None:
+    """The job waits for its own order only: a due fulfilment whose order another
+    transaction holds is left for its own job, however long the other keeps it."""
+    users, _, product = await live_sole_supply(live, "孙有田")
+    first, second = [
+        await delivered_cod_order(live["client"], users, [(product, 1)]) for _ in range(2)
+    ]
+    async with live["factory"]() as holder, holder.begin():
+        await holder.execute(
+            select(Order.id).where(Order.id == uuid.UUID(second["id"])).with_for_update()
+        )
+        took = await asyncio.wait_for(
+            recognise_delivered_alone(live, first["fulfilments"][0]["id"]), timeout=30
+        )
+    assert took == 1
+    assert await recognise_delivered_alone(live, second["fulfilments"][0]["id"]) == 1
+    async with live["factory"]() as session:
+        assert await session.scalar(select(func.count()).select_from(Recognition)) == 2
+
+
+async def test_delivery_jobs_running_at_once_recognise_each_fulfilment_once(live) -> None:
+    """Six delivery jobs claimed and run at once, as a worker does: the first to run takes
+    the others' fulfilments along, and every fulfilment enters the ledger once."""
+    users, household, product = await live_sole_supply(live, "钱小满")
+    orders = [await delivered_cod_order(live["client"], users, [(product, 1)]) for _ in range(6)]
+    worker = Worker(live["factory"], load_handlers(), concurrency=6)
+    jobs = await worker.claim(6)
+    assert sorted(j.payload["fulfilment_id"] for j in jobs) == sorted(
+        o["fulfilments"][0]["id"] for o in orders
+    )
+    await asyncio.gather(*(worker.execute(job) for job in jobs))
+    async with live["factory"]() as session:
+        assert await session.scalar(select(func.count()).select_from(Recognition)) == 6
+        unfinished = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.finished_at.is_(None))
+        )
+        assert unfinished == 0
+        for order in orders:
+            parts = (
+                await session.execute(
+                    select(LedgerEntry.household_id, LedgerEntry.amount_fen).where(
+                        LedgerEntry.order_id == uuid.UUID(order["id"])
+                    )
+                )
+            ).all()
+            assert sorted(parts, key=str) == sorted([(household.id, 2_375)], key=str)
 
 
 async def test_the_rule_does_not_withdraw_a_flag_an_officer_ruled_while_it_ran(live) -> None:

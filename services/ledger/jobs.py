@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 @registry.handler(RECOGNITION_JOB)
 async def recognise_fulfilment(session: AsyncSession, payload: dict[str, Any]) -> None:
-    await ledger.recognise_fulfilment(
+    """A delivery's (or a cash collection's) job: its fulfilment, and other due ones with it."""
+    await ledger.recognise_delivered(
         session, uuid.UUID(payload["fulfilment_id"]), now=datetime.now(UTC)
     )
 

@@ -483,6 +483,49 @@ async def recognise_fulfilment(
     return await _recognise(session, [fulfilment_id], now=now)
 
 
+# Other due fulfilments the outbox job of one delivery takes along (`recognise_delivered`).
+DELIVERY_SWEEP = 200
+
+
+async def recognise_delivered(
+    session: AsyncSession, fulfilment_id: uuid.UUID, *, now: datetime, sweep: int = DELIVERY_SWEEP
+) -> int:
+    """The outbox job of a delivery: recognise this fulfilment and, in the same pass, up to
+    `sweep` other delivered, paid fulfilments still due whose orders nobody holds.
+
+    Deliveries come in bursts, each with its job. One recognition per job repeats the
+    fixed work of a pass (the flag rules' reads, the households' locks and totals, the
+    payouts) for a line or two; the first job of a burst recognises the burst at once,
+    and the jobs of the fulfilments it took find them recognised and stop there (a
+    fulfilment's `recognised_at`, set in the transaction that recognises it, is never
+    cleared). Answers the lines recognised, this fulfilment's and the others'.
+    """
+    found = (
+        await session.execute(
+            select(Fulfilment.order_id, Fulfilment.recognised_at).where(
+                Fulfilment.id == fulfilment_id
+            )
+        )
+    ).one_or_none()
+    if found is None:
+        raise NotFound("No such fulfilment.")
+    if found.recognised_at is not None:
+        return 0
+    # This fulfilment's order is waited for, as `recognise_fulfilment` does; the others'
+    # are taken only when free (SKIP LOCKED), so that the sweep never waits and cannot
+    # deadlock: a fulfilment whose order is busy stays due for its own job.
+    await session.execute(select(Order.id).where(Order.id == found.order_id).with_for_update())
+    others = (
+        await session.scalars(
+            _DUE.where(Fulfilment.id != fulfilment_id)
+            .order_by(Fulfilment.delivered_at, Fulfilment.id)
+            .limit(sweep)
+            .with_for_update(of=Order, skip_locked=True)
+        )
+    ).all()
+    return await _recognise(session, [fulfilment_id, *others], now=now)
+
+
 async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_000) -> int:
     """Recognise up to `limit` delivered, paid fulfilments still missing from the ledger.
 
