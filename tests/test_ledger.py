@@ -336,6 +336,41 @@ async def test_a_deliverys_job_takes_the_other_due_fulfilments_along(client, use
         await ledger.recognise_delivered(session, uuid.uuid4(), now=now)
 
 
+async def test_a_fulfilment_that_fails_in_the_sweep_does_not_hold_up_the_delivery(
+    client, users, world, session
+):
+    coop = await world.cooperative()
+    product = await supplied_product(world, coop, [(await world.household(), 7_000)])
+    mine, poisoned = [await delivered_cod_order(client, users, [(product, 1)]) for _ in range(2)]
+    bad = uuid.UUID(poisoned["fulfilments"][0]["id"])
+
+    async def failing(session_, recognised, now) -> None:
+        if any(line.fulfilment_id == bad for line in recognised):
+            raise RuntimeError("this fulfilment cannot be recognised")
+
+    ledger.on_recognised_unlocked(failing)
+    try:
+        now = datetime.now(UTC)
+        assert (
+            await ledger.recognise_delivered(
+                session, uuid.UUID(mine["fulfilments"][0]["id"]), now=now
+            )
+            == 1
+        )
+        # Its own job fails (and its transaction, here a savepoint, rolls back).
+        with pytest.raises(RuntimeError):
+            async with session.begin_nested():
+                await ledger.recognise_delivered(session, bad, now=now)
+    finally:
+        ledger._unlocked_followers.remove(failing)
+    assert [f async for f in await session.stream_scalars(select(Recognition.fulfilment_id))] == [
+        uuid.UUID(mine["fulfilments"][0]["id"])
+    ]
+    assert sum(e.amount_fen for e in await entries(session, mine["id"])) == 2_375
+    assert await entries(session, poisoned["id"]) == []
+    assert await ledger.recognise_delivered(session, bad, now=now) == 1
+
+
 async def test_purchases_are_reviewed_before_the_households_are_locked(
     client, users, world, session
 ) -> None:

@@ -16,6 +16,7 @@ other. Recognition is exactly once per fulfilment by the primary key of
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,8 @@ from services.orders.models import (
     PaymentMethod,
     PaymentStatus,
 )
+
+logger = logging.getLogger(__name__)
 
 # Assessment years follow the calendar in China (UTC+8 all year, no daylight time).
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -523,7 +526,21 @@ async def recognise_delivered(
             .with_for_update(of=Order, skip_locked=True)
         )
     ).all()
-    return await _recognise(session, [fulfilment_id, *others], now=now)
+    if others:
+        # A fulfilment of the sweep that cannot be recognised (bad data, a rule failing
+        # on it) must not hold up the delivery this job is for: the pass runs in a
+        # savepoint, and on failure this fulfilment is recognised alone, as before the
+        # sweep; the other keeps failing in its own job, where it is reported.
+        try:
+            async with session.begin_nested():
+                return await _recognise(session, [fulfilment_id, *others], now=now)
+        except Exception:
+            logger.warning(
+                "recognising a delivery with the other due fulfilments failed; alone instead",
+                exc_info=True,
+                extra={"fulfilment_id": str(fulfilment_id), "others": len(others)},
+            )
+    return await _recognise(session, [fulfilment_id], now=now)
 
 
 async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_000) -> int:
