@@ -701,10 +701,10 @@ async def live_sole_supply(live: dict[str, Any], head: str) -> tuple[Any, Househ
 
 
 async def recognise_alone(live: dict[str, Any], fulfilment_id: str) -> int:
-    """One fulfilment recognised in a transaction of its own, as its outbox job does."""
+    """One fulfilment alone recognised in a transaction of its own."""
     async with live["factory"]() as session, session.begin():
-        return await ledger.recognise_fulfilment(
-            session, uuid.UUID(fulfilment_id), now=datetime.now(UTC)
+        return await ledger.recognise_delivered(
+            session, uuid.UUID(fulfilment_id), now=datetime.now(UTC), sweep=0
         )
 
 

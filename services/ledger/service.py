@@ -467,25 +467,6 @@ def _parts(households: Sequence[uuid.UUID], amounts: Sequence[int], cooperative_
     return parts
 
 
-async def recognise_fulfilment(
-    session: AsyncSession, fulfilment_id: uuid.UUID, *, now: datetime
-) -> int:
-    """Recognise one fulfilment if it is delivered and paid and not yet recognised.
-
-    Answers how many lines entered the ledger (0: not due, or done already). The
-    outbox job of a delivery or a cash collection calls this; running it twice
-    changes nothing.
-    """
-    order_id = await session.scalar(
-        select(Fulfilment.order_id).where(Fulfilment.id == fulfilment_id)
-    )
-    if order_id is None:
-        raise NotFound("No such fulfilment.")
-    # The order's lock orders this against refunds of its lines.
-    await session.execute(select(Order.id).where(Order.id == order_id).with_for_update())
-    return await _recognise(session, [fulfilment_id], now=now)
-
-
 # Other due fulfilments the outbox job of one delivery takes along (`recognise_delivered`).
 DELIVERY_SWEEP = 200
 
@@ -493,15 +474,17 @@ DELIVERY_SWEEP = 200
 async def recognise_delivered(
     session: AsyncSession, fulfilment_id: uuid.UUID, *, now: datetime, sweep: int = DELIVERY_SWEEP
 ) -> int:
-    """The outbox job of a delivery: recognise this fulfilment and, in the same pass, up to
-    `sweep` other delivered, paid fulfilments still due whose orders nobody holds.
+    """The outbox job of a delivery: recognise this fulfilment if it is delivered, paid and
+    not yet recognised and, in the same pass, up to `sweep` other delivered, paid
+    fulfilments still due whose orders nobody holds (`sweep=0`: this one alone).
 
     Deliveries come in bursts, each with its job. One recognition per job repeats the
     fixed work of a pass (the flag rules' reads, the households' locks and totals, the
     payouts) for a line or two; the first job of a burst recognises the burst at once,
     and the jobs of the fulfilments it took find them recognised and stop there (a
     fulfilment's `recognised_at`, set in the transaction that recognises it, is never
-    cleared). Answers the lines recognised, this fulfilment's and the others'.
+    cleared). Answers the lines recognised, this fulfilment's and the others' (0: not
+    due, or done already); running it twice changes nothing.
     """
     found = (
         await session.execute(
@@ -514,18 +497,12 @@ async def recognise_delivered(
         raise NotFound("No such fulfilment.")
     if found.recognised_at is not None:
         return 0
-    # This fulfilment's order is waited for, as `recognise_fulfilment` does; the others'
-    # are taken only when free (SKIP LOCKED), so that the sweep never waits and cannot
-    # deadlock: a fulfilment whose order is busy stays due for its own job.
+    # This fulfilment's order is waited for: its lock orders the recognition against
+    # refunds of its lines. The others' are taken only when free (SKIP LOCKED), so that
+    # the sweep never waits and cannot deadlock: a fulfilment whose order is busy stays
+    # due for its own job.
     await session.execute(select(Order.id).where(Order.id == found.order_id).with_for_update())
-    others = (
-        await session.scalars(
-            _DUE.where(Fulfilment.id != fulfilment_id)
-            .order_by(Fulfilment.delivered_at, Fulfilment.id)
-            .limit(sweep)
-            .with_for_update(of=Order, skip_locked=True)
-        )
-    ).all()
+    others = await _take_due(session, sweep, besides=fulfilment_id) if sweep else []
     if others:
         # A fulfilment of the sweep that cannot be recognised (bad data, a rule failing
         # on it) must not hold up the delivery this job is for: the pass runs in a
@@ -549,14 +526,22 @@ async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_
     The safety net behind the outbox, and the way a backlog is worked off: set-based,
     with SKIP LOCKED so that several workers share the backlog. Answers lines recognised.
     """
-    due = (
+    return await _recognise(session, await _take_due(session, limit), now=now)
+
+
+async def _take_due(
+    session: AsyncSession, limit: int, *, besides: uuid.UUID | None = None
+) -> Sequence[uuid.UUID]:
+    """Up to `limit` due fulfilments, oldest delivery first, their orders locked; orders
+    another transaction holds are skipped, never waited for."""
+    due = _DUE if besides is None else _DUE.where(Fulfilment.id != besides)
+    return (
         await session.scalars(
-            _DUE.order_by(Fulfilment.delivered_at, Fulfilment.id)
+            due.order_by(Fulfilment.delivered_at, Fulfilment.id)
             .limit(limit)
             .with_for_update(of=Order, skip_locked=True)
         )
     ).all()
-    return await _recognise(session, due, now=now)
 
 
 async def resync_order(
