@@ -336,6 +336,51 @@ async def test_a_deliverys_job_takes_the_other_due_fulfilments_along(client, use
         await ledger.recognise_delivered(session, uuid.uuid4(), now=now)
 
 
+async def test_the_job_of_an_unpaid_delivery_sweeps_nothing(client, users, world, session):
+    coop = await world.cooperative()
+    product = await supplied_product(world, coop, [(await world.household(), 7_000)])
+    due = [await delivered_cod_order(client, users, [(product, 1)]) for _ in range(2)]
+    unpaid = await delivered_cod_order(client, users, [(product, 1)], cash=False)
+    now = datetime.now(UTC)
+    # Its cash is not collected: nothing of its own to recognise, and no sweep for others.
+    job = uuid.UUID(unpaid["fulfilments"][0]["id"])
+    assert await ledger.recognise_delivered(session, job, now=now) == 0
+    assert await session.scalar(select(func.count()).select_from(Recognition)) == 0
+    # The due ones are their own jobs' (or the backlog's).
+    assert await ledger.recognise_due(session, now=now) == len(due)
+
+
+async def test_the_sweep_takes_the_latest_deliveries_and_reads_no_further(
+    client, users, world, session
+):
+    coop = await world.cooperative()
+    product = await supplied_product(world, coop, [(await world.household(), 7_000)])
+
+    async def delivered(*, cash: bool = True) -> uuid.UUID:
+        order = await delivered_cod_order(client, users, [(product, 1)], cash=cash)
+        return uuid.UUID(order["fulfilments"][0]["id"])
+
+    def recognised() -> Any:
+        return session.scalars(select(Recognition.fulfilment_id))
+
+    old = await delivered()
+    # Then as many deliveries whose cash is not collected as a sweep of one looks at.
+    for _ in range(ledger.SWEEP_LOOKS_AT):
+        await delivered(cash=False)
+    mine = await delivered()
+    now = datetime.now(UTC)
+    # The latest deliveries besides its own are all unpaid: the older due one is not read.
+    assert await ledger.recognise_delivered(session, mine, now=now, sweep=1) == 1
+    assert set(await recognised()) == {mine}
+    # Two more: the sweep takes the latest due delivery, not the oldest.
+    later, last = await delivered(), await delivered()
+    assert await ledger.recognise_delivered(session, last, now=now, sweep=1) == 2
+    assert set(await recognised()) == {mine, later, last}
+    # The old one is its own job's, or the backlog's.
+    assert await ledger.recognise_due(session, now=now) == 1
+    assert old in set(await recognised())
+
+
 async def test_a_fulfilment_that_fails_in_the_sweep_does_not_hold_up_the_delivery(
     client, users, world, session
 ):

@@ -274,15 +274,12 @@ def recognition_time(order: Any, fulfilment: Any) -> datetime:
 # Delivered, paid and not yet in the ledger: what recognition takes (the partial index
 # of fulfilments still due finds them). `_RECOGNISE` checks the same conditions again
 # under the orders' locks.
+_PAID = (Order.payment_status != PaymentStatus.unpaid, Order.paid_at.is_not(None))
+_DUE_NOW = (Fulfilment.status == FulfilmentStatus.delivered, *_PAID)
 _DUE = (
     select(Fulfilment.id)
     .join(Order, Order.id == Fulfilment.order_id)
-    .where(
-        Fulfilment.status == FulfilmentStatus.delivered,
-        Order.payment_status != PaymentStatus.unpaid,
-        Order.paid_at.is_not(None),
-        Fulfilment.recognised_at.is_(None),
-    )
+    .where(*_DUE_NOW, Fulfilment.recognised_at.is_(None))
 )
 
 _LINES = select(
@@ -486,23 +483,26 @@ async def recognise_delivered(
     cleared). Answers the lines recognised, this fulfilment's and the others' (0: not
     due, or done already); running it twice changes nothing.
     """
+    # This fulfilment's order is waited for: its lock orders the recognition against
+    # refunds of its lines and against the collection of its cash.
     found = (
         await session.execute(
-            select(Fulfilment.order_id, Fulfilment.recognised_at).where(
-                Fulfilment.id == fulfilment_id
-            )
+            select(Fulfilment.recognised_at, *_DUE_NOW)
+            .join(Order, Order.id == Fulfilment.order_id)
+            .where(Fulfilment.id == fulfilment_id)
+            .with_for_update(of=Order)
         )
     ).one_or_none()
     if found is None:
         raise NotFound("No such fulfilment.")
-    if found.recognised_at is not None:
+    if found.recognised_at is not None or not all(found[1:]):
+        # Done already; or not due (cash on delivery not collected yet: the collection
+        # queues a job of its own), and then no sweep either, since a sweep costs a scan
+        # and a job like this one comes for every delivery of an unpaid parcel.
         return 0
-    # This fulfilment's order is waited for: its lock orders the recognition against
-    # refunds of its lines. The others' are taken only when free (SKIP LOCKED), so that
-    # the sweep never waits and cannot deadlock: a fulfilment whose order is busy stays
-    # due for its own job.
-    await session.execute(select(Order.id).where(Order.id == found.order_id).with_for_update())
-    others = await _take_due(session, sweep, besides=fulfilment_id) if sweep else []
+    # The others' orders are taken only when free (SKIP LOCKED), so that the sweep never
+    # waits and cannot deadlock: a fulfilment whose order is busy stays due for its own job.
+    others = await _take_recent(session, sweep, besides=fulfilment_id) if sweep else []
     if others:
         # A fulfilment of the sweep that cannot be recognised (bad data, a rule failing
         # on it) must not hold up the delivery this job is for: the pass runs in a
@@ -529,15 +529,49 @@ async def recognise_due(session: AsyncSession, *, now: datetime, limit: int = 2_
     return await _recognise(session, await _take_due(session, limit), now=now)
 
 
-async def _take_due(
-    session: AsyncSession, limit: int, *, besides: uuid.UUID | None = None
-) -> Sequence[uuid.UUID]:
+async def _take_due(session: AsyncSession, limit: int) -> Sequence[uuid.UUID]:
     """Up to `limit` due fulfilments, oldest delivery first, their orders locked; orders
     another transaction holds are skipped, never waited for."""
-    due = _DUE if besides is None else _DUE.where(Fulfilment.id != besides)
     return (
         await session.scalars(
-            due.order_by(Fulfilment.delivered_at, Fulfilment.id)
+            _DUE.order_by(Fulfilment.delivered_at, Fulfilment.id)
+            .limit(limit)
+            .with_for_update(of=Order, skip_locked=True)
+        )
+    ).all()
+
+
+# How many of the latest unrecognised deliveries a delivery job's sweep looks at, for
+# its `sweep` due ones: delivered parcels whose cash is not collected yet are not due
+# and may be many; the sweep must not read them all, job after job.
+SWEEP_LOOKS_AT = 4
+
+
+async def _take_recent(
+    session: AsyncSession, limit: int, *, besides: uuid.UUID
+) -> Sequence[uuid.UUID]:
+    """Up to `limit` due fulfilments among the `SWEEP_LOOKS_AT` x `limit` latest delivered
+    and unrecognised, their orders locked, skipping orders another transaction holds.
+
+    Latest first: the deliveries of the burst the sweeping job belongs to, whose own
+    jobs are queued behind it. An older backlog is `recognise_due`'s.
+    """
+    latest = (
+        select(Fulfilment.id, Fulfilment.order_id)
+        .where(
+            Fulfilment.status == FulfilmentStatus.delivered,
+            Fulfilment.recognised_at.is_(None),
+            Fulfilment.id != besides,
+        )
+        .order_by(Fulfilment.delivered_at.desc(), Fulfilment.id.desc())
+        .limit(SWEEP_LOOKS_AT * limit)
+        .subquery()
+    )
+    return (
+        await session.scalars(
+            select(latest.c.id)
+            .join(Order, Order.id == latest.c.order_id)
+            .where(*_PAID)
             .limit(limit)
             .with_for_update(of=Order, skip_locked=True)
         )
