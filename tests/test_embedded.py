@@ -59,7 +59,7 @@ def test_a_new_server_runs_with_its_settings_and_keeps_an_operators_own(tmp_path
             url, "SELECT pg_size_bytes($1)", wanted["shared_buffers"]
         )
         assert _size(url, "max_wal_size") == 4 * GB
-        assert _query(url, "SHOW wal_compression") == "pglz"
+        assert _query(url, "SHOW wal_compression") == "off"
         _query(url, "ALTER SYSTEM SET max_wal_size = '2GB'")
     assert not (tmp_path / "postgres" / "postmaster.pid").exists(), "database left running"
     with embedded_postgres(tmp_path, database="postgres") as url:
