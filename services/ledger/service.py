@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, bindparam, func, select, text
+from sqlalchemy import DateTime, bindparam, func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
@@ -567,15 +567,16 @@ async def _take_recent(
         .limit(SWEEP_LOOKS_AT * limit)
         .subquery()
     )
-    return (
-        await session.scalars(
-            select(latest.c.id)
-            .join(Order, Order.id == latest.c.order_id)
-            .where(*_PAID)
-            .limit(limit)
-            .with_for_update(of=Order, skip_locked=True)
-        )
-    ).all()
+    # Each order looked up (and locked) by its key, in the window's order: a plain join
+    # let the planner start from the orders when it believed few were paid (a scan of
+    # them all, 23 ms on the tracking benchmark's 20,000).
+    paid = (
+        select(Order.id)
+        .where(Order.id == latest.c.order_id, *_PAID)
+        .with_for_update(skip_locked=True)
+        .lateral()
+    )
+    return (await session.scalars(select(latest.c.id).join(paid, true()).limit(limit))).all()
 
 
 async def resync_order(
