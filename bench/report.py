@@ -129,8 +129,8 @@ def _setup(report: dict[str, Any]) -> list[str]:
         pool += " (" + ", ".join(f"`{k}={v}`" for k, v in overrides.items()) + ")"
     worker = c.get("worker_in_process")
     jobs = (
-        " but the tracking deliveries' attribution jobs (one per delivered fulfilment, as a "
-        "real delivery queues it), which it runs as they come"
+        " (a delivery of the tracking scenarios queues no attribution job: the parcels are"
+        " cash on delivery and their cash is not collected, so nothing is due)"
         if report.get("tracking")
         else ""
     )
@@ -380,7 +380,8 @@ def _tracking_table(report: dict[str, Any]) -> list[str]:
             f"sent and not acknowledged; webhook inbox by outcome: "
             f"{shown(check['tracking_pushes'])}; parcels by status: {shown(check['shipments'])}; "
             f"their orders by status: {shown(check['orders'])}; recognition jobs queued by "
-            f"deliveries: {check['found']['recognition jobs']:,}. Pushes left unsent in the "
+            f"deliveries: {check['found']['recognition jobs']:,} (cash not collected: none "
+            f"due). Pushes left unsent in the "
             f"plan: {check['pushes_left']:,}.",
         ]
     return out

@@ -487,7 +487,9 @@ class Tracking:
             "pushes stored": t.accepted,
             "parcels delivered": t.deliveries,
             "orders delivered": t.deliveries,
-            "recognition jobs": t.deliveries,
+            # Every parcel is cash on delivery, its cash not collected: a delivery earns
+            # nothing yet and queues no attribution job (the collection would).
+            "recognition jobs": 0,
         }
         found = {
             "shipment events": events,

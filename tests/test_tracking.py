@@ -15,6 +15,7 @@ from services.catalog.models import Product
 from services.jobs.models import Job
 from services.orders.models import Fulfilment
 from services.orders.service import RECOGNITION_JOB
+from services.payments import service as payments
 from services.tracking.models import Shipment, ShipmentEvent, TrackingPush
 from services.users.models import Role
 from tests.fakes.tracking_pushes import aftership_push, beijing_time, kuaidi100_push
@@ -329,15 +330,46 @@ async def test_delivery_of_the_only_parcel_delivers_fulfilment_and_order_with_an
     client, users, world, session
 ) -> None:
     parcelled = await cod_order(client, users, world)
-    await ship(client, users, parcelled)
+    shipment = await ship(client, users, parcelled)
     await push(client, [("Delivered_001", at(1), "青溪县")])
     order = (
         await client.get(f"/v1/orders/{parcelled.order['id']}", headers=users.auth(parcelled.buyer))
     ).json()
     assert order["status"] == "delivered"
     assert order["fulfilments"][0]["status"] == "delivered"
+    # Cash on delivery earns nothing before the cash is collected: no recognition job yet.
+    assert await recognition_jobs(session, parcelled.fulfilment_id) == 0
+    collected = await manual(
+        client,
+        users,
+        parcelled.manager,
+        shipment["id"],
+        kind="cash_collected",
+        amount_fen=order["total_fen"],
+    )
+    assert collected.status_code == 201, collected.text
     assert await recognition_jobs(session, parcelled.fulfilment_id) == 1
     # Told again, nothing more happens.
+    await push(client, [("Delivered_001", at(1), "青溪县")])
+    assert await recognition_jobs(session, parcelled.fulfilment_id) == 1
+
+
+async def test_the_delivery_of_a_paid_order_queues_its_recognition(
+    client, users, world, session
+) -> None:
+    parcelled = await cod_order(client, users, world)
+    await ship(client, users, parcelled)
+    # The courier took the cash before the carrier's delivery scan came in.
+    await payments.record_cash_collected(
+        session,
+        uuid.UUID(parcelled.order["id"]),
+        amount=parcelled.order["total_fen"],
+        now=datetime.now(UTC),
+    )
+    await session.flush()
+    assert await recognition_jobs(session, parcelled.fulfilment_id) == 0  # not delivered yet
+    await push(client, [("Delivered_001", at(1), "青溪县")])
+    assert await recognition_jobs(session, parcelled.fulfilment_id) == 1
     await push(client, [("Delivered_001", at(1), "青溪县")])
     assert await recognition_jobs(session, parcelled.fulfilment_id) == 1
 
@@ -351,11 +383,13 @@ async def test_a_fulfilment_waits_for_its_last_parcel(client, users, world, sess
         Fulfilment, uuid.UUID(parcelled.fulfilment_id), populate_existing=True
     )
     assert fulfilment.status.value == "shipped"
-    assert await recognition_jobs(session, parcelled.fulfilment_id) == 0
+    assert fulfilment.delivered_at is None
     await push(client, [("Delivered_001", at(1), None)], number="SF1234567890124")
     await session.refresh(fulfilment)
     assert fulfilment.status.value == "delivered"
-    assert await recognition_jobs(session, parcelled.fulfilment_id) == 1
+    # Delivered when the last parcel was (an hour ago), not when the first was.
+    assert fulfilment.delivered_at is not None
+    assert abs(fulfilment.delivered_at - datetime.fromisoformat(at(1))) < timedelta(seconds=1)
 
 
 async def test_an_order_is_delivered_only_when_every_cooperative_delivered(
@@ -405,11 +439,13 @@ async def test_a_pickup_parcel_is_delivered_when_the_buyer_collects_it(
         await client.get(f"/v1/shipments/{shipment['id']}", headers=users.auth(operator))
     ).json()
     assert shown["status"] == "available_for_pickup"
-    assert await recognition_jobs(session, parcelled.fulfilment_id) == 0
+    fulfilment = await session.get(Fulfilment, uuid.UUID(parcelled.fulfilment_id))
+    assert fulfilment is not None and fulfilment.status.value == "shipped"
     response = await manual(client, users, operator, shipment["id"], kind="picked_up")
     assert response.status_code == 201, response.text
     assert response.json()["status"] == "delivered"
-    assert await recognition_jobs(session, parcelled.fulfilment_id) == 1
+    await session.refresh(fulfilment)
+    assert fulfilment.status.value == "delivered"
 
 
 async def test_the_site_operator_sees_the_parcels_of_the_site(client, users, world) -> None:

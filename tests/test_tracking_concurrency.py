@@ -18,6 +18,7 @@ from services.db import create_engine
 from services.jobs.models import Job
 from services.orders.models import Fulfilment, Order
 from services.orders.service import RECOGNITION_JOB
+from services.payments import service as payments
 from services.schema import upgrade
 from services.tracking import polling
 from services.tracking.models import Shipment, ShipmentEvent, TrackingPush
@@ -185,6 +186,15 @@ async def test_a_push_and_a_poll_reporting_the_same_scans_at_once_store_each_onc
 
 async def test_the_last_two_parcels_arriving_at_once_deliver_the_fulfilment_once(live) -> None:
     made = [await order_with_parcels(live, 2) for _ in range(8)]
+    # The cash was taken at the door before the scans came in: each delivery is due for
+    # recognition, and its outbox record must be written once.
+    async with live["factory"]() as session, session.begin():
+        for order_id, _, _ in made:
+            order = await session.get(Order, uuid.UUID(order_id))
+            assert order is not None
+            await payments.record_cash_collected(
+                session, order.id, amount=order.total_fen, now=datetime.now(UTC)
+            )
     delivered_at = datetime.now(UTC) - timedelta(minutes=5)
     statuses = await asyncio.gather(
         *(
