@@ -496,9 +496,9 @@ async def recognise_delivered(
     if found is None:
         raise NotFound("No such fulfilment.")
     if found.recognised_at is not None or not all(found[1:]):
-        # Done already; or not due (cash on delivery not collected yet: the collection
-        # queues a job of its own), and then no sweep either, since a sweep costs a scan
-        # and a job like this one comes for every delivery of an unpaid parcel.
+        # Done already; or not due: cash on delivery not collected yet (a job queued by a
+        # delivery before migration 0025, which queues none until the order is paid; the
+        # collection queues its own). Nothing to do, and no sweep: a sweep costs a scan.
         return 0
     # The others' orders are taken only when free (SKIP LOCKED), so that the sweep never
     # waits and cannot deadlock: a fulfilment whose order is busy stays due for its own job.
