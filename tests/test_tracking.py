@@ -389,7 +389,7 @@ async def test_a_fulfilment_waits_for_its_last_parcel(client, users, world, sess
     assert fulfilment.status.value == "delivered"
     # Delivered when the last parcel was (an hour ago), not when the first was.
     assert fulfilment.delivered_at is not None
-    assert abs(fulfilment.delivered_at - datetime.fromisoformat(at(1))) < timedelta(seconds=1)
+    assert abs(fulfilment.delivered_at - datetime.fromisoformat(at(1))) < timedelta(minutes=5)
 
 
 async def test_an_order_is_delivered_only_when_every_cooperative_delivered(
