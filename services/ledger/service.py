@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import DateTime, bindparam, func, select, text, true
+from sqlalchemy import DateTime, and_, bindparam, func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services import money
@@ -275,11 +275,13 @@ def recognition_time(order: Any, fulfilment: Any) -> datetime:
 # of fulfilments still due finds them). `_RECOGNISE` checks the same conditions again
 # under the orders' locks.
 _PAID = (Order.payment_status != PaymentStatus.unpaid, Order.paid_at.is_not(None))
-_DUE_NOW = (Fulfilment.status == FulfilmentStatus.delivered, *_PAID)
+# The predicate of that partial index (ix_fulfilments_unrecognised).
+_UNRECOGNISED = (
+    Fulfilment.status == FulfilmentStatus.delivered,
+    Fulfilment.recognised_at.is_(None),
+)
 _DUE = (
-    select(Fulfilment.id)
-    .join(Order, Order.id == Fulfilment.order_id)
-    .where(*_DUE_NOW, Fulfilment.recognised_at.is_(None))
+    select(Fulfilment.id).join(Order, Order.id == Fulfilment.order_id).where(*_UNRECOGNISED, *_PAID)
 )
 
 _LINES = select(
@@ -487,15 +489,15 @@ async def recognise_delivered(
     # refunds of its lines and against the collection of its cash.
     found = (
         await session.execute(
-            select(Fulfilment.recognised_at, *_DUE_NOW)
-            .join(Order, Order.id == Fulfilment.order_id)
+            select(and_(*_UNRECOGNISED, *_PAID).label("due"))
+            .join_from(Fulfilment, Order, Order.id == Fulfilment.order_id)
             .where(Fulfilment.id == fulfilment_id)
             .with_for_update(of=Order)
         )
     ).one_or_none()
     if found is None:
         raise NotFound("No such fulfilment.")
-    if found.recognised_at is not None or not all(found[1:]):
+    if not found.due:
         # Done already; or not due: cash on delivery not collected yet (a job queued by a
         # delivery before migration 0025, which queues none until the order is paid; the
         # collection queues its own). Nothing to do, and no sweep: a sweep costs a scan.
@@ -558,11 +560,7 @@ async def _take_recent(
     """
     latest = (
         select(Fulfilment.id, Fulfilment.order_id)
-        .where(
-            Fulfilment.status == FulfilmentStatus.delivered,
-            Fulfilment.recognised_at.is_(None),
-            Fulfilment.id != besides,
-        )
+        .where(*_UNRECOGNISED, Fulfilment.id != besides)
         .order_by(Fulfilment.delivered_at.desc(), Fulfilment.id.desc())
         .limit(SWEEP_LOOKS_AT * limit)
         .subquery()
