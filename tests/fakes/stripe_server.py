@@ -33,7 +33,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.fakes import stripe_forms as form
@@ -94,7 +94,7 @@ class _Fault:
 class _Stored:
     fingerprint: str
     status: int
-    body: dict[str, Any]
+    body: str  # JSON, as first sent
     request_id: str
 
 
@@ -246,11 +246,18 @@ class FakeStripe:
         ctx = Context(new_id("req", 14), key)
         raw = await request.body() if request.method == "POST" else b""
         text = raw.decode(errors="replace")
+        # Parsed once, for the request log and for the operation; a form that does not
+        # parse is logged empty and answered with its error by `_run`.
+        parsed: Params | StripeFailure
+        try:
+            parsed = form.parse_form(text or request.url.query)
+        except StripeFailure as failure:
+            parsed = failure
         record = RecordedRequest(
             method=request.method,
             path=request.url.path,
             endpoint=endpoint,
-            params=_params_or_empty(text or request.url.query),
+            params={} if isinstance(parsed, StripeFailure) else copy.deepcopy(parsed),
             api_key=_bearer(request.headers.get("authorization")),
             idempotency_key=ctx.idempotency_key,
             at=time.time(),
@@ -266,7 +273,7 @@ class FakeStripe:
             await self._hold(fault.seconds)
             return self._answer(record, ctx, *_injected(500))
 
-        status, body, replayed = self._run(request, record, ctx, text, op)
+        status, body, replayed = self._run(request, record, ctx, parsed, op)
         if fault is not None:  # applied: the work is done and stored, the answer is late
             await self._hold(fault.seconds)
         return self._answer(record, ctx, status, body, replayed=replayed)
@@ -292,16 +299,20 @@ class FakeStripe:
         request: Request,
         record: RecordedRequest,
         ctx: Context,
-        text: str,
+        parsed: Params | StripeFailure,
         op: Callable[[Context, Params, str], Answer],
-    ) -> tuple[int, dict[str, Any], str | None]:
-        """Authenticate, apply idempotency, run the operation: (status, body, replayed-from)."""
+    ) -> tuple[int, str, str | None]:
+        """Authenticate, apply idempotency, run the operation: (status, body as JSON text,
+        replayed-from). The body is written out under the lock, so that it is the state
+        of that moment; the same text is kept for a replay."""
         stored_key: tuple[str, str] | None = None
         fingerprint = ""
         with self._lock:
             try:
                 api_key = self._authenticate(record.api_key)
-                params = form.parse_form(text or request.url.query)
+                if isinstance(parsed, StripeFailure):
+                    raise parsed
+                params = parsed
                 stored_key = self._check_idempotency_key(api_key, ctx.idempotency_key)
                 fingerprint = json.dumps([request.method, request.url.path, params], sort_keys=True)
                 if stored_key is not None and stored_key in self._idempotency:
@@ -315,16 +326,15 @@ class FakeStripe:
                             "request.",
                             type="idempotency_error",
                         )
-                    return first.status, copy.deepcopy(first.body), first.request_id
+                    return first.status, first.body, first.request_id
                 status, body = op(ctx, params, request.path_params.get("id", ""))
                 stored = True
             except StripeFailure as failure:
                 status, body, stored = failure.status, failure.body, failure.stored
+            text = json.dumps(body)
             if stored and stored_key is not None:
-                self._idempotency[stored_key] = _Stored(
-                    fingerprint, status, copy.deepcopy(body), ctx.request_id
-                )
-            return status, copy.deepcopy(body), None
+                self._idempotency[stored_key] = _Stored(fingerprint, status, text, ctx.request_id)
+            return status, text, None
 
     def _take_fault(self, endpoint: str, record: RecordedRequest) -> _Fault | None:
         for fault in self._faults:
@@ -370,7 +380,7 @@ class FakeStripe:
         record: RecordedRequest,
         ctx: Context,
         status: int,
-        body: dict[str, Any],
+        body: dict[str, Any] | str,
         should_retry: bool | None = None,
         *,
         replayed: str | None = None,
@@ -388,15 +398,6 @@ class FakeStripe:
         return response
 
 
-def _params_or_empty(text: str) -> Params:
-    # For the request log only: a request whose form is broken still gets logged,
-    # and the proper error answer comes from the full run.
-    try:
-        return form.parse_form(text)
-    except StripeFailure:
-        return {}
-
-
 def _positive(n: int) -> None:
     if n < 1:
         raise ValueError("n must be at least 1")
@@ -408,10 +409,11 @@ def _bearer(header: str | None) -> str | None:
     return header.removeprefix("Bearer ").strip() or None
 
 
-def _json(body: dict[str, Any], status: int, request_id: str) -> Response:
-    return JSONResponse(
-        body,
+def _json(body: dict[str, Any] | str, status: int, request_id: str) -> Response:
+    return Response(
+        body if isinstance(body, str) else json.dumps(body),
         status_code=status,
+        media_type="application/json",
         headers={"Request-Id": request_id, "Stripe-Version": API_VERSION},
     )
 
