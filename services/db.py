@@ -175,22 +175,20 @@ async def autocommit_driver(factory: async_sessionmaker[AsyncSession]) -> AsyncI
         async with transaction(factory) as session:
             yield await driver_connection(session)
         return
-    try:
-        # Unlike a Connection, the raw pool checkout does not wrap a failure to connect.
-        pooled = await bind.raw_connection()
-    except bind.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(bind.dialect, exc, None) from exc
-    driver: Any = pooled.driver_connection
-    try:
-        yield driver
-    except BaseException as exc:
-        # A statement's own error leaves the connection as it was (no transaction to
-        # abort); anything else (a lost connection, a cancelled wait) may not.
-        if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
-            pooled.invalidate(exc if isinstance(exc, Exception) else None)
-        raise
-    finally:
-        pooled.close()
+    # A Connection of the engine, not a raw pool checkout: SQLAlchemy checks it out and
+    # returns it (closing an overflow one) in its greenlet, and wraps a failure to
+    # connect. It sends nothing itself: its BEGIN waits for a statement of its own.
+    async with bind.connect() as connection:
+        pooled = await connection.get_raw_connection()
+        driver: Any = pooled.driver_connection
+        try:
+            yield driver
+        except BaseException as exc:
+            # A statement's own error leaves the connection as it was (no transaction to
+            # abort); anything else (a lost connection, a cancelled wait) may not.
+            if not isinstance(exc, asyncpg.PostgresError) or driver.is_closed():
+                await connection.invalidate(exc if isinstance(exc, Exception) else None)
+            raise
 
 
 class DriverStatement:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -332,114 +331,42 @@ async def reserve(
     driver = await driver_connection(session)
     ids = [product_id for product_id, _ in wanted]
     rows = await driver.fetch(_RESERVE, ids, [quantity for _, quantity in wanted], shares_at)
-    by_product = _by_product(rows)
-    for index, (product_id, quantity) in enumerate(wanted):
-        if product_id not in by_product:
-            await _explain_shortfall(session, product_id, quantity, index)
-    return {product_id: _reserved(by_product[product_id], today) for product_id, _ in wanted}
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """What a cart's products were, read without locks, for a statement that reserves
-    them only if they are still so (`reserve_quoted_sql`): the checkout's fast path."""
-
-    reserved: dict[uuid.UUID, Reserved]
-    # In the cart's order, one per product: the product's fields a line copies, hashed
-    # (`_QUOTED`), and the share set in force.
-    tokens: list[str]
-    set_ids: list[uuid.UUID | None]
-
-    def cart(self, quantities: dict[uuid.UUID, int]) -> str:
-        """The cart as `reserve_quoted_sql` takes it."""
-        return json.dumps(
-            [
-                {
-                    "id": str(product_id),
-                    "quantity": quantities[product_id],
-                    "token": token,
-                    "set_id": None if set_id is None else str(set_id),
-                }
-                for product_id, token, set_id in zip(
-                    self.reserved, self.tokens, self.set_ids, strict=True
-                )
-            ]
-        )
-
-
-async def quote(
-    driver: Any, wanted: list[tuple[uuid.UUID, int]], *, today: date, shares_at: datetime
-) -> Quote | None:
-    """Read the products of a cart as `reserve` would take them, without locking or taking
-    anything. None when a product is missing, not for sale or short: `reserve` then
-    says which and why."""
-    ids = [product_id for product_id, _ in wanted]
-    cart = json.dumps(
-        [{"id": str(product_id), "quantity": quantity} for product_id, quantity in wanted]
-    )
-    by_product = _by_product(await driver.fetch(_QUOTE, cart, shares_at))
-    found = [by_product.get(product_id) for product_id in ids]
-    if not all(product and product[0]["available"] for product in found):
-        return None
-    return Quote(
-        {product_id: _reserved(by_product[product_id], today) for product_id in ids},
-        [by_product[product_id][0]["token"] for product_id in ids],
-        [by_product[product_id][0]["set_id"] for product_id in ids],
-    )
-
-
-def _by_product(rows: list[Any]) -> dict[uuid.UUID, list[Any]]:
-    """Rows of `_RESERVE` or `_QUOTE` (a product's row repeated per share entry) by product."""
     by_product: dict[uuid.UUID, list[Any]] = {}
     for row in rows:
         by_product.setdefault(row["id"], []).append(row)
-    return by_product
-
-
-def _reserved(rows: list[Any], today: date) -> Reserved:
-    row = rows[0]
-    return Reserved(
-        row["id"],
-        row["cooperative_id"],
-        row["county_code"],
-        row["title"],
-        row["unit"],
-        row["price_fen"],
-        row["currency"],
-        _in_force(row["certificate_number"], row["certificate_valid_until"], today),
-        ShareSnapshot(
-            row["set_id"],
-            row["effective_from"],
-            [
-                Share(r["household_id"], r["basis_points"])
-                for r in rows
-                if r["household_id"] is not None
-            ],
-        ),
-    )
-
-
-# Everything of a product that an order line copies (or derives its fee from), hashed:
-# a quote's token, compared again under the row's lock. Stock, status and the sales
-# counters are not in it: the reserving UPDATE checks those itself.
-_QUOTED = (
-    "md5(row(p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen, p.currency,"
-    " p.certificate_number, p.certificate_valid_until)::text)"
-)
-
-
-def _share_set_in_force(product: str, at: str) -> str:
-    return (
-        "SELECT ss.id, ss.effective_from FROM supply_share_sets ss"  # noqa: S608 (names)
-        f" WHERE ss.product_id = {product} AND ss.effective_from <= {at}"
-        " ORDER BY ss.effective_from DESC, ss.id DESC LIMIT 1"
-    )
+    taken: dict[uuid.UUID, Reserved] = {}
+    for index, (product_id, quantity) in enumerate(wanted):
+        found = by_product.get(product_id)
+        if found is None:
+            await _explain_shortfall(session, product_id, quantity, index)
+        row = found[0]
+        certified = _in_force(row["certificate_number"], row["certificate_valid_until"], today)
+        taken[product_id] = Reserved(
+            product_id,
+            row["cooperative_id"],
+            row["county_code"],
+            row["title"],
+            row["unit"],
+            row["price_fen"],
+            row["currency"],
+            certified,
+            ShareSnapshot(
+                row["set_id"],
+                row["effective_from"],
+                [
+                    Share(r["household_id"], r["basis_points"])
+                    for r in found
+                    if r["household_id"] is not None
+                ],
+            ),
+        )
+    return taken
 
 
 # Checkout's hot statements, as fixed SQL on the driver: the text never changes, so
 # asyncpg prepares each once per connection, and no statement is built per call (the
 # ORM's construction and compilation cost more than PostgreSQL's work here).
-_RESERVE = f"""
+_RESERVE = """
 WITH locked AS MATERIALIZED (
     SELECT p.id FROM products p WHERE p.id = ANY($1::uuid[]) ORDER BY p.id FOR NO KEY UPDATE
 ), taken AS (
@@ -453,52 +380,16 @@ WITH locked AS MATERIALIZED (
 )
 SELECT t.*, s.id AS set_id, s.effective_from, e.household_id, e.basis_points
   FROM taken t
-  LEFT JOIN LATERAL ({_share_set_in_force("t.id", "$3")}) s ON true
+  LEFT JOIN LATERAL (
+      SELECT ss.id, ss.effective_from
+        FROM supply_share_sets ss
+       WHERE ss.product_id = t.id AND ss.effective_from <= $3
+       ORDER BY ss.effective_from DESC, ss.id DESC
+       LIMIT 1
+  ) s ON true
   LEFT JOIN supply_share_entries e ON e.set_id = s.id
  ORDER BY t.id, e.household_id
-"""  # noqa: S608 (fixed text)
-
-_QUOTE = f"""
-SELECT p.id, p.cooperative_id, p.county_code, p.title, p.unit, p.price_fen, p.currency,
-       p.certificate_number, p.certificate_valid_until, {_QUOTED} AS token,
-       p.status = 'active' AND p.cooperative_active AND p.stock >= w.quantity AS available,
-       s.id AS set_id, s.effective_from, e.household_id, e.basis_points
-  FROM json_to_recordset($1::json) AS w(id uuid, quantity integer)
-  JOIN products p ON p.id = w.id
-  LEFT JOIN LATERAL ({_share_set_in_force("p.id", "$2::timestamptz")}) s ON true
-  LEFT JOIN supply_share_entries e ON e.set_id = s.id
- ORDER BY p.id, e.household_id
-"""  # noqa: S608 (fixed text)
-
-
-def reserve_quoted_sql(first: int, *, gate: str) -> str:
-    """CTEs `locked` and `taken` that reserve a quoted cart, for a statement that writes the
-    order with them. Parameters from `first`: the cart, a JSON array of objects with the
-    product's id, quantity, token and share set id (`Quote`), and the time the share
-    sets were read at.
-
-    `taken` holds the products reserved: each only if it is still for sale, in stock and
-    as quoted (its token and share set), checked under its row lock, so the statement
-    must see all of them taken or fail. `gate`, a condition of the statement, decides
-    whether anything is locked at all.
-    """
-    cart, at = f"${first}", f"${first + 1}"
-    return f"""locked AS MATERIALIZED (
-    SELECT p.id FROM products p
-     WHERE p.id IN (SELECT w.id FROM json_to_recordset({cart}::json) AS w(id uuid)) AND {gate}
-     ORDER BY p.id FOR NO KEY UPDATE
-), taken AS (
-    UPDATE products p
-       SET stock = p.stock - w.quantity, reserved = p.reserved + w.quantity, updated_at = now()
-      FROM locked,
-           json_to_recordset({cart}::json) AS w(id uuid, quantity integer, token text, set_id uuid)
-     WHERE p.id = locked.id AND w.id = locked.id
-       AND p.status = 'active' AND p.cooperative_active AND p.stock >= w.quantity
-       AND {_QUOTED} = w.token
-       AND (SELECT s.id FROM ({_share_set_in_force("p.id", f"{at}::timestamptz")}) s)
-           IS NOT DISTINCT FROM w.set_id
-    RETURNING p.id
-)"""  # noqa: S608 (numbers and fixed text)
+"""
 
 
 async def _explain_shortfall(

@@ -152,33 +152,6 @@ def complete_sql(first: int, *, only_if: str | None = None) -> str:
 _COMPLETE = complete_sql(1)
 
 
-def insert_sql(first: int) -> str:
-    """A key claimed and completed at once, for a statement that does the key's work
-    together with it (checkout's fast path): an INSERT, or the take-over of a row whose
-    24 hours are past, as `claim` does; it answers a row only if the key was free.
-
-    Parameters from `first`: owner, key, scope, request hash, resource id, status, body
-    (JSON text), time, and the time before which a key has expired. A NULL status names
-    the resource only, as `attach` does.
-    """
-    owner, key, scope, digest, resource, status, body, at, expired = (
-        f"${first + i}" for i in range(9)
-    )
-    return (
-        "INSERT INTO idempotency_keys AS k (owner_id, key, scope, request_hash, resource_id,"  # noqa: S608 (numbers)
-        " response_status, response_body, created_at, completed_at)"
-        f" VALUES ({owner}::uuid, {key}::text, {scope}::text, {digest}::text,"
-        f" {resource}::uuid, {status}::smallint, {body}::jsonb, {at}::timestamptz,"
-        f" CASE WHEN {status}::smallint IS NULL THEN NULL ELSE {at}::timestamptz END)"
-        " ON CONFLICT (owner_id, key) DO UPDATE SET scope = excluded.scope,"
-        " request_hash = excluded.request_hash, created_at = excluded.created_at,"
-        " resource_id = excluded.resource_id, response_status = excluded.response_status,"
-        " response_body = excluded.response_body, completed_at = excluded.completed_at"
-        f" WHERE k.created_at < {expired}::timestamptz"
-        " RETURNING k.key"
-    )
-
-
 async def purge_expired(session: AsyncSession, *, now: datetime) -> int:
     result = await session.execute(
         delete(IdempotencyKey).where(IdempotencyKey.created_at < now - RETENTION)

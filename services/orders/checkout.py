@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 import uuid
@@ -11,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-import asyncpg
 from sqlalchemy import Column, Table, inspect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -103,16 +101,6 @@ class KeyWrite:
     now: datetime | None = None
 
 
-def cart_products(cart: Cart) -> list[tuple[uuid.UUID, int]]:
-    """The cart's (product, quantity) pairs, each product once; raises if it cannot be an order."""
-    if not cart.lines:
-        raise Invalid("A cart has at least one line.", field="lines")
-    wanted = _merge(cart.lines)
-    if len(wanted) > MAX_LINES:
-        raise Invalid(f"At most {MAX_LINES} different products per order.", field="lines")
-    return wanted
-
-
 async def prepare_order(
     session: AsyncSession,
     buyer: User,
@@ -130,7 +118,11 @@ async def prepare_order(
     built complete (totals are known before the order is written) and kept as it is,
     without being read back, so that the answer can be rendered before it is written.
     """
-    wanted = cart_products(cart)
+    if not cart.lines:
+        raise Invalid("A cart has at least one line.", field="lines")
+    wanted = _merge(cart.lines)
+    if len(wanted) > MAX_LINES:
+        raise Invalid(f"At most {MAX_LINES} different products per order.", field="lines")
     if cart.delivery.type is DeliveryType.pickup:
         if cart.delivery.site_id is None:
             raise Invalid("A pickup names its service site.", field="delivery.site_id")
@@ -142,20 +134,6 @@ async def prepare_order(
             raise Invalid("This service site does not take parcels.", field="delivery.site_id")
 
     reserved = await catalog.reserve(session, wanted, today=now.date(), shares_at=now)
-    return build_order(buyer, cart, wanted, reserved, fees=fees, now=now, reservation=reservation)
-
-
-def build_order(
-    buyer: User,
-    cart: Cart,
-    wanted: list[tuple[uuid.UUID, int]],
-    reserved: dict[uuid.UUID, catalog.Reserved],
-    *,
-    fees: FeePolicy,
-    now: datetime,
-    reservation: timedelta,
-) -> PreparedOrder:
-    """The order of `wanted` (`cart_products`) at the prices and shares `reserved` gives."""
     currencies = {r.currency for r in reserved.values()}
     if len(currencies) != 1:
         raise Invalid("All products of one order are priced in one currency.", field="lines")
@@ -343,10 +321,9 @@ def _insertable(model: type[Base]) -> tuple[Table, list[tuple[str, Column[Any]]]
 _ORDER_TABLES = [_insertable(m) for m in (Order, Fulfilment, OrderLine, Payment, OrderEvent)]
 
 
-def _order_ctes(first: int, *, gate: str | None = None) -> tuple[list[str], int]:
+def _order_ctes(first: int) -> tuple[list[str], int]:
     """t0 AS (INSERT INTO orders (...) SELECT ... FROM json_to_recordset($first::json) AS
-    u(id uuid, ...)), ...: one JSON parameter per table, its rows as objects; with `gate`,
-    a condition of the enclosing statement, rows go in only when it holds. Answers the
+    u(id uuid, ...)), ...: one JSON parameter per table, its rows as objects. Answers the
     CTEs and the number of the next parameter.
 
     JSON rather than an array per column: the planner cannot see how many rows a JSON
@@ -358,14 +335,13 @@ def _order_ctes(first: int, *, gate: str | None = None) -> tuple[list[str], int]
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
     ctes: list[str] = []
-    where = f" WHERE {gate}" if gate else ""
     for index, (table, pairs) in enumerate(_ORDER_TABLES):
         columns = [column for _, column in pairs]
         names = ", ".join(quote(c.name) for c in columns)
         typed = ", ".join(f"{quote(c.name)} {c.type.compile(dialect=dialect)}" for c in columns)
         # Names and types from our own table metadata; every value is a parameter.
         insert = f"INSERT INTO {table.name} ({names}) SELECT {names}"
-        rows = f"json_to_recordset(${first + index}::json) AS u({typed}){where}"
+        rows = f"json_to_recordset(${first + index}::json) AS u({typed})"
         ctes.append(f"t{index} AS ({insert} FROM {rows})")
     return ctes, first + len(_ORDER_TABLES)
 
@@ -379,90 +355,3 @@ def _insert_order_sql() -> str:
 
 
 _INSERT_ORDER = _insert_order_sql()
-
-
-@dataclass(frozen=True, slots=True)
-class KeyClaim:
-    """The Idempotency-Key of a checkout on the fast path (`place_quoted`): claimed in the
-    statement that writes the order, with the answer (`status`, `body`) or naming the
-    order only (a NULL status)."""
-
-    owner_id: uuid.UUID
-    key: str
-    scope: str
-    digest: str
-    now: datetime
-    status: int | None = None
-    body: str | None = None
-
-
-# The error `checkout_quote_held` raises (migration 0026) when a quoted product changed
-# or ran short before the statement locked it.
-QUOTE_NOT_HELD = "MK001"
-
-
-def _place_quoted_sql() -> str:
-    """Claim the key, reserve the quoted products and write the order, in one statement.
-
-    `claimed` answers a row only if the key was free: otherwise nothing is locked or
-    written and the statement answers false. Claimed, the order's rows go in only if
-    every product was taken as quoted; if one was not, `checkout_quote_held` raises and
-    the statement, the key's claim with it, is undone.
-    """
-    key_sql = idempotency.insert_sql(1)
-    reserve_sql = catalog.reserve_quoted_sql(10, gate="EXISTS (SELECT FROM claimed)")
-    guard = (
-        "guard AS (SELECT CASE WHEN EXISTS (SELECT FROM claimed)"
-        " THEN checkout_quote_held((SELECT count(*) FROM taken) = json_array_length($10::json))"
-        " ELSE false END AS ok)"
-    )
-    ctes, _ = _order_ctes(12, gate="(SELECT ok FROM guard)")
-    return (
-        f"WITH claimed AS ({key_sql}),\n{reserve_sql},\n{guard},\n"
-        + ",\n".join(ctes)
-        + "\nSELECT ok FROM guard"
-    )
-
-
-_PLACE_QUOTED = _place_quoted_sql()
-
-
-async def place_quoted(
-    driver: Any, prepared: PreparedOrder, quote: catalog.Quote, *, key: KeyClaim
-) -> bool:
-    """Write an order built from a quote (`catalog.quote`, then `build_order`) with its
-    key, in one statement on a connection outside any transaction (`autocommit_driver`):
-    the checkout's fast path, a round trip where the path through `prepare_order` and
-    `write_order` takes four (BEGIN, the claim, the reservation and the order, COMMIT).
-
-    Answers True when the order was placed. False when nothing was written: the key was
-    in use (a retry, or a concurrent request with it), or a quoted product changed or
-    ran short in between. The caller then goes the transactional way, which tells
-    which.
-    """
-    placed = prepared.view
-    assert placed.payment is not None
-    args: list[Any] = [
-        key.owner_id,
-        key.key,
-        key.scope,
-        key.digest,
-        placed.order.id,
-        key.status,
-        key.body,
-        key.now,
-        key.now - idempotency.RETENTION,
-        quote.cart({line.product_id: line.quantity for line in placed.lines}),
-        key.now,
-        *_order_args(prepared),
-    ]
-    # In a transaction already (a test's connection), a savepoint keeps a refusal from
-    # aborting it; on its own, the statement is its own transaction.
-    undo = driver.transaction() if driver.is_in_transaction() else contextlib.nullcontext()
-    try:
-        async with undo:
-            return bool(await driver.fetchval(_PLACE_QUOTED, *args))
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate == QUOTE_NOT_HELD:
-            return False
-        raise

@@ -20,30 +20,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.catalog import service as catalog
 from services.db import autocommit_driver
 from services.errors import Conflict, Invalid, NotFound, Unavailable
 from services.idempotency import service as idempotency
 from services.orders import service as orders
-from services.orders.checkout import (
-    Cart,
-    FeePolicy,
-    KeyClaim,
-    KeyWrite,
-    build_order,
-    cart_products,
-    place_quoted,
-    prepare_order,
-    write_order,
-)
-from services.orders.models import DeliveryType, Order, OrderStatus, PaymentMethod, PaymentStatus
+from services.orders.checkout import Cart, FeePolicy, KeyWrite, prepare_order, write_order
+from services.orders.models import Order, OrderStatus, PaymentMethod, PaymentStatus
 from services.payments import service as payments
 from services.payments.models import PaymentState, Refund
 from services.payments.stripe import ProviderError, ProviderRejected, StripeGateway
 from services.users.models import Role, User
 
-# The scope of checkout's Idempotency-Keys.
-CHECKOUT = "checkout"
 # The answer's JSON text: kept as the key's answer and sent as it is.
 Render = Callable[[orders.OrderView, str | None], str]
 Enqueue = Callable[..., Awaitable[Any]]
@@ -75,36 +62,10 @@ async def checkout(
             field="payment_method",
             reason="stripe-not-configured",
         )
-    quoted = await _place_quoted(
-        sessionmaker,
-        buyer,
-        cart,
-        key=key,
-        digest=digest,
-        fees=fees,
-        reservation=reservation,
-        now=now,
-        render=render,
-    )
-    if quoted is not None:
-        view, body = quoted
-        if body is not None:
-            return Answer(201, body, replayed=False)
-        assert gateway is not None
-        return await _attach_intent(
-            sessionmaker,
-            gateway,
-            buyer,
-            view.order.id,
-            key=key,
-            now=now,
-            render=render,
-            placed=view,
-        )
     placed: orders.OrderView | None = None
     async with sessionmaker() as session, session.begin():
         claim = await idempotency.claim(
-            session, owner_id=buyer.id, key=key, scope=CHECKOUT, digest=digest, now=now
+            session, owner_id=buyer.id, key=key, scope="checkout", digest=digest, now=now
         )
         if claim.completed:
             assert claim.response_status is not None
@@ -134,57 +95,6 @@ async def checkout(
     return await _attach_intent(
         sessionmaker, gateway, buyer, order_id, key=key, now=now, render=render, placed=placed
     )
-
-
-async def _place_quoted(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    buyer: User,
-    cart: Cart,
-    *,
-    key: str,
-    digest: str,
-    fees: FeePolicy,
-    reservation: timedelta,
-    now: datetime,
-    render: Render,
-) -> tuple[orders.OrderView, str | None] | None:
-    """The fast path of a checkout: its products read without locks, the order built from
-    them, then the key claimed, the stock reserved and the order written in one statement
-    (`place_quoted`). Answers the order placed and, paid in cash, its answer (kept with
-    the key); None when it placed nothing, for the transactional way to go.
-
-    That way also takes what this one leaves to it, so that every outcome but a plain
-    order keeps a single definition there: a key already used (a retry, a concurrent
-    request, another request's key), a cart that cannot be an order (the key is checked
-    before the cart there), a pickup (its service site is checked there), a product not
-    for sale or short, or one that changed between the read and the statement.
-    """
-    if cart.delivery.type is not DeliveryType.home:
-        return None
-    try:
-        wanted = cart_products(cart)
-    except Invalid:
-        return None
-    async with autocommit_driver(sessionmaker) as driver:
-        quote = await catalog.quote(driver, wanted, today=now.date(), shares_at=now)
-        if quote is None:
-            return None
-        try:
-            prepared = build_order(
-                buyer, cart, wanted, quote.reserved, fees=fees, now=now, reservation=reservation
-            )
-        except Invalid:
-            return None
-        placed = prepared.view
-        # Cash on delivery: the answer is kept with the key, in the statement that claims it;
-        # a Stripe order's key names the order, and its answer follows the intent.
-        body = render(placed, None) if placed.order.payment_method is PaymentMethod.cod else None
-        claim = KeyClaim(
-            buyer.id, key, CHECKOUT, digest, now, status=None if body is None else 201, body=body
-        )
-        if not await place_quoted(driver, prepared, quote, key=claim):
-            return None
-    return placed, body
 
 
 async def _attach_intent(
