@@ -263,16 +263,6 @@ async def write_order(
     relationship() ties) cost three round trips and much of checkout's Python; the
     statement text never changes, so the driver prepares it once per connection.
     """
-    args: list[Any] = _order_args(prepared)
-    if key is None:
-        args += [None] * 6
-    else:
-        args += [key.owner_id, key.key, key.status, key.body, key.now, prepared.view.order.id]
-    await (await driver_connection(session)).execute(_INSERT_ORDER, *args)
-
-
-def _order_args(prepared: PreparedOrder) -> list[str]:
-    """The order's rows as `_order_ctes` takes them: each table's a JSON array of objects."""
     placed = prepared.view
     assert placed.payment is not None
     groups: list[list[Any]] = [
@@ -282,7 +272,8 @@ def _order_args(prepared: PreparedOrder) -> list[str]:
         [placed.payment],
         [prepared.event],
     ]
-    return [
+    # Each table's rows as one JSON array of objects (see `_insert_order_sql`).
+    args: list[Any] = [
         json.dumps(
             [
                 {column.name: entity.__dict__[name] for name, column in columns}
@@ -294,6 +285,11 @@ def _order_args(prepared: PreparedOrder) -> list[str]:
         )
         for (_, columns), entities in zip(_ORDER_TABLES, groups, strict=True)
     ]
+    if key is None:
+        args += [None] * 6
+    else:
+        args += [key.owner_id, key.key, key.status, key.body, key.now, placed.order.id]
+    await (await driver_connection(session)).execute(_INSERT_ORDER, *args)
 
 
 def _json_value(value: Any) -> Any:
@@ -321,16 +317,17 @@ def _insertable(model: type[Base]) -> tuple[Table, list[tuple[str, Column[Any]]]
 _ORDER_TABLES = [_insertable(m) for m in (Order, Fulfilment, OrderLine, Payment, OrderEvent)]
 
 
-def _order_ctes(first: int) -> tuple[list[str], int]:
-    """t0 AS (INSERT INTO orders (...) SELECT ... FROM json_to_recordset($first::json) AS
-    u(id uuid, ...)), ...: one JSON parameter per table, its rows as objects. Answers the
-    CTEs and the number of the next parameter.
+def _insert_order_sql() -> str:
+    """WITH t0 AS (INSERT INTO orders (...) SELECT ... FROM json_to_recordset($1::json) AS
+    u(id uuid, ...)), ...: one JSON parameter per table, its rows as objects; then the
+    request's key (`idempotency.complete`, with the answer or naming the order only)
+    when there is one, a NULL owner matching no row.
 
     JSON rather than an array per column: the planner cannot see how many rows a JSON
     document holds, so its estimate is the same for every order and one generic plan
     serves them all. With arrays, a custom plan that knew their lengths looked cheaper,
     and PostgreSQL planned the statement again for every order: 0.69 ms of its CPU, more
-    than the statement's execution. Encoding the JSON also costs less than the arrays.
+    than the statement's execution.
     """
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
@@ -341,16 +338,9 @@ def _order_ctes(first: int) -> tuple[list[str], int]:
         typed = ", ".join(f"{quote(c.name)} {c.type.compile(dialect=dialect)}" for c in columns)
         # Names and types from our own table metadata; every value is a parameter.
         insert = f"INSERT INTO {table.name} ({names}) SELECT {names}"
-        rows = f"json_to_recordset(${first + index}::json) AS u({typed})"
+        rows = f"json_to_recordset(${index + 1}::json) AS u({typed})"
         ctes.append(f"t{index} AS ({insert} FROM {rows})")
-    return ctes, first + len(_ORDER_TABLES)
-
-
-def _insert_order_sql() -> str:
-    """The order's rows, and the request's key (`idempotency.complete`, with the answer or
-    naming the order only) when there is one; a NULL owner matches no row."""
-    ctes, after = _order_ctes(1)
-    ctes.append(f"tk AS ({idempotency.complete_sql(after)})")
+    ctes.append(f"tk AS ({idempotency.complete_sql(len(_ORDER_TABLES) + 1)})")
     return "WITH " + ",\n".join(ctes) + "\nSELECT 1"
 
 
